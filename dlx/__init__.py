@@ -1,0 +1,3 @@
+"""dlx: a command-line experiment runner for deep learning on JAX."""
+
+__version__ = "0.1.0"

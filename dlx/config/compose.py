@@ -1,0 +1,160 @@
+"""Compose a run's config with Hydra's compose API (no @hydra.main, no chdir) and validate it.
+
+The recipe file is the primary config; `conf/` (and a user's --config-dir) are added to the
+search path so its defaults list can pick group options (data, model, optim, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlx.config import paths, schema
+from dlx.errors import UserError, suggest
+
+DEFAULT_RECIPE = "cnn"
+
+
+def split_recipe(overrides: Sequence[str]) -> tuple[str, list[str]]:
+    """Pull `recipe=NAME` out of the overrides (it picks the primary config, not a value)."""
+    recipe, rest = DEFAULT_RECIPE, []
+    for o in overrides:
+        if o.startswith("recipe="):
+            recipe = o.split("=", 1)[1]
+        else:
+            rest.append(o)
+    return recipe, rest
+
+
+def compose(overrides: Sequence[str] = (), config_dir: Path | None = None) -> DictConfig:
+    """The validated config for `recipe=... key=value ...` (Hydra override grammar)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    recipe, rest = split_recipe(overrides)
+    recipes = paths.find_recipes(config_dir)
+    if recipe not in recipes:
+        raise UserError(
+            f"unknown recipe '{recipe}'.{suggest(recipe, recipes)}",
+            hint=f"available recipes: {', '.join(recipes)} (see `dlx recipes`); your own go in "
+            "./recipes/<name>.yaml or --config-dir DIR",
+        )
+    path = recipes[recipe]
+    search = ",".join(f"file://{d}" for d in paths.conf_dirs(config_dir))
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(path.parent), version_base=None):
+            cfg = hydra_compose(
+                config_name=path.stem, overrides=[f"hydra.searchpath=[{search}]", *rest]
+            )
+    except Exception as err:  # Hydra raises several types; all are the user's input here
+        raise _friendly(err, rest, config_dir) from err
+    finally:
+        GlobalHydra.instance().clear()
+    OmegaConf.set_struct(cfg, False)
+    cfg.recipe = recipe
+    return validate(cfg)
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge onto the typed schema: wrong types and out-of-range values become UserErrors."""
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema.DlxConfig), cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        if isinstance(err, ConfigKeyError):
+            raise UserError(
+                f"unknown config key '{key}'.{suggest(key, _keys(_schema_dict()))}",
+                hint="see every key with `dlx show`",
+            ) from err
+        raise UserError(
+            f"wrong value for '{key}': {str(err).splitlines()[0]}",
+            hint=f"check the type of '{key}' with `dlx show`",
+        ) from err
+    for key, allowed in schema.CHOICES.items():
+        value = OmegaConf.select(typed, key)
+        if value not in allowed:
+            raise UserError(f"'{key}' must be one of {', '.join(allowed)}, got '{value}'")
+    for key in schema.POSITIVE:
+        value = OmegaConf.select(typed, key)
+        if value is None or value <= 0:
+            raise UserError(f"'{key}' must be positive, got {value}")
+    max_steps = typed.trainer.max_steps
+    if max_steps is not None and max_steps <= 0:
+        raise UserError(f"'trainer.max_steps' must be positive or null, got {max_steps}")
+    OmegaConf.set_struct(typed, False)  # model sections differ per architecture
+    return typed
+
+
+def _friendly(err: Exception, overrides: Sequence[str], config_dir: Path | None) -> UserError:
+    """Turn a Hydra composition error into one actionable message."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, OverrideParseException):
+        return UserError(
+            f"cannot parse override: {msg}",
+            hint="overrides use Hydra's grammar: key=value, +new_key=value, ~key",
+        )
+    if isinstance(err, MissingConfigException) or "Could not find '" in msg:
+        group, option = _missing_option(msg, overrides)
+        if group:
+            options = group_options(group, config_dir)
+            return UserError(
+                f"unknown option '{option}' for config group '{group}'.{suggest(option, options)}",
+                hint=f"available for {group}: {', '.join(options) or '(none)'}",
+            )
+        return UserError(msg)
+    if msg.startswith("Could not override '"):
+        key = msg.split("'")[1]
+        return UserError(
+            f"unknown config key '{key}'.{suggest(key, _all_keys(config_dir, key))}",
+            hint="see every key with `dlx show`",
+        )
+    return UserError(msg)
+
+
+def _missing_option(msg: str, overrides: Sequence[str]) -> tuple[str | None, str]:
+    for o in overrides:
+        if "=" in o and "." not in o.split("=", 1)[0]:
+            group, option = o.lstrip("+").split("=", 1)
+            if f"{group}/{option}" in msg or f"'{option}'" in msg:
+                return group, option
+    return None, ""
+
+
+def group_options(group: str, config_dir: Path | None = None) -> list[str]:
+    """Option names of a config group, e.g. group_options('optim') -> ['adam', 'adamw', 'sgd']."""
+    names = set()
+    for root in paths.conf_dirs(config_dir):
+        names |= {f.stem for f in (root / group).glob("*.yaml")}
+    return sorted(names)
+
+
+def _all_keys(config_dir: Path | None, near: str) -> list[str]:
+    """Dotted keys of the default config, to suggest the one the user meant."""
+    try:
+        cfg = compose([], config_dir)
+    except UserError:
+        return []
+    out = _keys(OmegaConf.to_container(cfg))
+    # Suggest among keys under the same section first; difflib then ranks them.
+    section = near.rsplit(".", 1)[0] + "." if "." in near else ""
+    same = [k for k in out if k.startswith(section)]
+    return same or out
+
+
+def _keys(node: object, prefix: str = "") -> list[str]:
+    """Dotted leaf keys of a nested dict."""
+    if not isinstance(node, dict):
+        return [prefix[:-1]]
+    return [k for key, v in node.items() for k in _keys(v, f"{prefix}{key}.")]
+
+
+def _schema_dict() -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(schema.DlxConfig))  # type: ignore[return-value]

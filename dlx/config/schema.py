@@ -1,0 +1,97 @@
+"""Typed schema of the composed config: catches wrong value types with a clear message.
+
+Model sections vary per architecture, so `model` is checked against the model's own
+fields when it is built (dlx.models), not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    path: str | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    val_size: Any = 5000  # int: a count; float in (0, 1): a fraction of train
+    normalize: bool = True
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    download: bool = True
+    timeout: float = 10.0
+    cache_dir: str | None = None
+    verify: bool = True
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"
+    warmup_fraction: float = 0.0
+    final_fraction: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 3
+    max_steps: int | None = None
+    log_every: int = 50
+    sync_every: int = 16
+    eval_every: int = 1
+    checkpoint: bool = True
+    best_metric: str = "val/accuracy"
+    best_mode: str = "max"
+    progress: str = "auto"
+
+
+@dataclass
+class ParallelConfig:
+    name: str = "single"
+
+
+@dataclass
+class OutputsConfig:
+    dir: str = "outputs"
+
+
+@dataclass
+class DlxConfig:
+    recipe: str = "cnn"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+
+
+CHOICES = {
+    "trainer.best_mode": ("max", "min"),
+    "trainer.progress": ("auto", "rich", "plain", "none"),
+}
+POSITIVE = (
+    "data.batch_size",
+    "data.eval_batch_size",
+    "trainer.epochs",
+    "trainer.log_every",
+    "trainer.sync_every",
+    "trainer.eval_every",
+    "optim.lr",
+)

@@ -1,0 +1,1 @@
+"""Experiment tracking: metrics.jsonl, console output and train.log."""

@@ -1,0 +1,1 @@
+"""Training: state, optimizer, compiled steps and the loop."""

@@ -1,0 +1,101 @@
+"""`dlx train` end to end through the CLI on real (bundled) data, with a few steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlx.track.metrics import read_metrics
+
+STEPS = 40
+ARGS = (
+    "recipe=digits",
+    f"trainer.max_steps={STEPS}",
+    "trainer.log_every=5",
+    "data.batch_size=32",
+    "trainer.progress=plain",
+)
+
+
+def _only_run(root: Path) -> Path:
+    runs = sorted(p for p in (root / "digits").iterdir() if p.is_dir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _train(cli, root: Path, *extra: str) -> Path:
+    result = cli("train", *ARGS, f"outputs.dir={root}", *extra)
+    assert result.exit_code == 0, result.output
+    return _only_run(root)
+
+
+@pytest.fixture(scope="module")
+def run(cli, tmp_path_factory) -> Path:
+    return _train(cli, tmp_path_factory.mktemp("out"))
+
+
+def test_run_dir_has_every_file(run: Path) -> None:
+    for name in (
+        "config.yaml",
+        "overrides.yaml",
+        "meta.json",
+        "metrics.jsonl",
+        "summary.json",
+        "train.log",
+    ):
+        assert (run / name).is_file(), name
+    assert run.parent.name == "digits"
+    # <YYYY-mm-dd_HH-MM-SS>_<id>
+    date, clock, run_id = run.name.split("_")
+    assert len(date) == 10 and len(clock) == 8 and len(run_id) == 4
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["trainer"]["max_steps"] == STEPS and cfg["recipe"] == "digits"
+    assert "data.batch_size=32" in yaml.safe_load((run / "overrides.yaml").read_text())
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["packages"]["jax"] and meta["devices"] and "train" in meta["command"]
+    assert set(meta["git"]) == {"sha", "dirty"}
+    assert (run / "checkpoints" / "latest").is_dir() and (run / "checkpoints" / "best").is_dir()
+
+
+def test_summary_and_loss_went_down(run: Path) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == STEPS
+    assert summary["param_count"] > 0 and summary["samples_per_sec"] > 0
+    assert summary["test"]["test/count"] == 359  # 20% of 1797 digits, each counted once
+    records = read_metrics(run / "metrics.jsonl")
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert len(losses) == STEPS // 5
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert any("val/accuracy" in r for r in records) and any("test/accuracy" in r for r in records)
+    log = (run / "train.log").read_text()
+    assert "loss" in log and "\x1b[" not in log  # plain text, no terminal control codes
+
+
+def _deterministic(records: list[dict]) -> list[dict]:
+    """Metrics minus wall-clock figures, which differ between any two runs."""
+    return [{k: v for k, v in r.items() if "samples_per_sec" not in k} for r in records]
+
+
+def test_same_seed_same_metrics_other_seed_differs(cli, run: Path, tmp_path: Path) -> None:
+    again = _train(cli, tmp_path / "a")
+    first = _deterministic(read_metrics(run / "metrics.jsonl"))
+    assert _deterministic(read_metrics(again / "metrics.jsonl")) == first
+    other = _train(cli, tmp_path / "b", "seed=1")
+    assert _deterministic(read_metrics(other / "metrics.jsonl")) != first
+
+
+def test_two_runs_never_share_a_directory(tmp_path: Path) -> None:
+    from dlx.rundir import create_run_dir
+
+    made = {create_run_dir(tmp_path, "x") for _ in range(50)}  # all within ~the same second
+    assert len(made) == 50 and all(p.is_dir() and not any(p.iterdir()) for p in made)
+
+
+def test_no_tty_output_has_no_control_characters(cli, tmp_path: Path) -> None:
+    result = cli("train", *ARGS[:-1], "trainer.max_steps=5", f"outputs.dir={tmp_path}")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\r" not in result.output
+    assert "parameters" in result.output and "test/accuracy" in result.output
