@@ -1,0 +1,130 @@
+"""dlx's training loop against a hand-written jitted Flax loop: same model, batch and data.
+
+Alternates the two (A B A B ...) so both see the same machine load, times each round from
+outside, and reports medians and the ratio. dlx's round is its real `train_loop` (seeded
+batching, periodic syncs, metric logging to metrics.jsonl, a tiny val pass at the end);
+the hand-written round is the minimal loop a user would write.
+
+    .venv/bin/python benchmarks/step_overhead.py [--recipe cnn] [--steps 100] [--rounds 5]
+
+Prints a table and writes benchmarks/results/step_overhead.json. Target: dlx >= 0.95x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+from omegaconf import OmegaConf
+
+from dlx.config import compose
+from dlx.data import epoch_batches, load_dataset
+from dlx.models import build_model
+from dlx.track.console import RunConsole
+from dlx.track.metrics import MetricsWriter
+from dlx.train.loop import train_loop
+from dlx.train.optim import make_optimizer
+from dlx.train.step import TrainState
+
+
+def hand_written(model, params, lr: float, x: np.ndarray, y: np.ndarray, steps: int, batch: int):
+    """What a user writes by hand: jit(value_and_grad) + optax, numpy batches."""
+    tx = optax.adam(lr)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, xb, yb, rng):
+        def loss_fn(p):
+            logits = model.apply({"params": p}, xb, train=True, rngs={"dropout": rng})
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    key = jax.random.PRNGKey(0)
+    order = np.random.default_rng(0).permutation(len(x))
+
+    def run(params, opt_state, epoch: int):
+        for i in range(steps):
+            idx = order[(i * batch) % (len(x) - batch):][:batch]
+            params, opt_state, loss = step(params, opt_state, x[idx], y[idx],
+                                           jax.random.fold_in(key, i + epoch * steps))
+        loss.block_until_ready()
+        return params, opt_state
+
+    return run, opt_state
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--recipe", default="cnn")
+    ap.add_argument("--steps", type=int, default=100, help="train steps per timed round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_overhead.json"))
+    args = ap.parse_args()
+
+    cfg = compose([f"recipe={args.recipe}", f"trainer.max_steps={args.steps}",
+                   "trainer.progress=none", "trainer.checkpoint=false", "data.limit_eval=1000",
+                   "schedule=constant"])
+    batch = cfg.data.batch_size
+    data = load_dataset(OmegaConf.to_container(cfg.data), seed=cfg.seed)
+    model = build_model(OmegaConf.to_container(cfg.model), data.num_classes)
+    params = model.init(jax.random.PRNGKey(0), data.x_train[:1])["params"]
+    tx, schedule = make_optimizer(cfg.optim, cfg.schedule, args.steps)
+    state = TrainState.create(model.apply, params, tx, jax.random.PRNGKey(1))
+    hand_run, hand_opt = hand_written(model, params, cfg.optim.lr, data.x_train, data.y_train,
+                                      args.steps, batch)
+    hand_params = params
+    tmp = Path(tempfile.mkdtemp())
+    console = RunConsole("none")
+
+    def dlx_round(state):
+        metrics = MetricsWriter(tmp / "metrics.jsonl")
+        result = train_loop(cfg, data, state, schedule, console=console, metrics=metrics,
+                            checkpoints=None)
+        metrics.close()
+        return result.state
+
+    # Warm-up: compile both, outside the timing.
+    state = dlx_round(state)
+    hand_params, hand_opt = hand_run(hand_params, hand_opt, 0)
+    rates: dict[str, list[float]] = {"dlx": [], "hand-written": []}
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        state = dlx_round(state)
+        rates["dlx"].append(args.steps * batch / (time.perf_counter() - t))
+        t = time.perf_counter()
+        hand_params, hand_opt = hand_run(hand_params, hand_opt, r + 1)
+        rates["hand-written"].append(args.steps * batch / (time.perf_counter() - t))
+
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = med["dlx"] / med["hand-written"]
+    print(f"recipe {args.recipe}, batch {batch}, {args.steps} steps x {args.rounds} rounds, "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s)")
+    print(f"{'loop':<14}{'median samples/s':>18}{'min':>10}{'max':>10}")
+    for k, v in rates.items():
+        print(f"{k:<14}{med[k]:>18.0f}{min(v):>10.0f}{max(v):>10.0f}")
+    print(f"ratio dlx / hand-written: {ratio:.3f} (target >= 0.95)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "step_overhead", "recipe": args.recipe, "batch": batch,
+        "steps_per_round": args.steps, "rounds": args.rounds, "samples_per_sec": rates,
+        "median": med, "ratio": ratio, "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__, "python": platform.python_version(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
