@@ -26,7 +26,7 @@ import optax
 from omegaconf import OmegaConf
 
 from dlx.config import compose
-from dlx.data import epoch_batches, load_dataset
+from dlx.data import load_dataset
 from dlx.models import build_model
 from dlx.track.console import RunConsole
 from dlx.track.metrics import MetricsWriter
@@ -55,9 +55,10 @@ def hand_written(model, params, lr: float, x: np.ndarray, y: np.ndarray, steps: 
 
     def run(params, opt_state, epoch: int):
         for i in range(steps):
-            idx = order[(i * batch) % (len(x) - batch):][:batch]
-            params, opt_state, loss = step(params, opt_state, x[idx], y[idx],
-                                           jax.random.fold_in(key, i + epoch * steps))
+            idx = order[(i * batch) % (len(x) - batch) :][:batch]
+            params, opt_state, loss = step(
+                params, opt_state, x[idx], y[idx], jax.random.fold_in(key, i + epoch * steps)
+            )
         loss.block_until_ready()
         return params, opt_state
 
@@ -69,28 +70,43 @@ def main() -> None:
     ap.add_argument("--recipe", default="cnn")
     ap.add_argument("--steps", type=int, default=100, help="train steps per timed round")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--eval-examples",
+        type=int,
+        default=100,
+        help="val examples dlx evaluates at the end of each round (its loop always does)",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_overhead.json"))
     args = ap.parse_args()
 
-    cfg = compose([f"recipe={args.recipe}", f"trainer.max_steps={args.steps}",
-                   "trainer.progress=none", "trainer.checkpoint=false", "data.limit_eval=1000",
-                   "schedule=constant"])
+    cfg = compose(
+        [
+            f"recipe={args.recipe}",
+            f"trainer.max_steps={args.steps}",
+            "trainer.progress=none",
+            "trainer.checkpoint=false",
+            f"data.limit_eval={args.eval_examples}",
+            "schedule=constant",
+        ]
+    )
     batch = cfg.data.batch_size
     data = load_dataset(OmegaConf.to_container(cfg.data), seed=cfg.seed)
     model = build_model(OmegaConf.to_container(cfg.model), data.num_classes)
     params = model.init(jax.random.PRNGKey(0), data.x_train[:1])["params"]
     tx, schedule = make_optimizer(cfg.optim, cfg.schedule, args.steps)
     state = TrainState.create(model.apply, params, tx, jax.random.PRNGKey(1))
-    hand_run, hand_opt = hand_written(model, params, cfg.optim.lr, data.x_train, data.y_train,
-                                      args.steps, batch)
-    hand_params = params
+    hand_run, hand_opt = hand_written(
+        model, params, cfg.optim.lr, data.x_train, data.y_train, args.steps, batch
+    )
+    hand_params = jax.tree_util.tree_map(np.array, params)  # dlx donates its buffers
     tmp = Path(tempfile.mkdtemp())
     console = RunConsole("none")
 
     def dlx_round(state):
         metrics = MetricsWriter(tmp / "metrics.jsonl")
-        result = train_loop(cfg, data, state, schedule, console=console, metrics=metrics,
-                            checkpoints=None)
+        result = train_loop(
+            cfg, data, state, schedule, console=console, metrics=metrics, checkpoints=None
+        )
         metrics.close()
         return result.state
 
@@ -108,21 +124,36 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in rates.items()}
     ratio = med["dlx"] / med["hand-written"]
-    print(f"recipe {args.recipe}, batch {batch}, {args.steps} steps x {args.rounds} rounds, "
-          f"{jax.device_count()} {jax.devices()[0].platform} device(s)")
+    print(
+        f"recipe {args.recipe}, batch {batch}, {args.steps} steps x {args.rounds} rounds, "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
+    )
     print(f"{'loop':<14}{'median samples/s':>18}{'min':>10}{'max':>10}")
     for k, v in rates.items():
         print(f"{k:<14}{med[k]:>18.0f}{min(v):>10.0f}{max(v):>10.0f}")
     print(f"ratio dlx / hand-written: {ratio:.3f} (target >= 0.95)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "step_overhead", "recipe": args.recipe, "batch": batch,
-        "steps_per_round": args.steps, "rounds": args.rounds, "samples_per_sec": rates,
-        "median": med, "ratio": ratio, "devices": [str(d) for d in jax.devices()],
-        "jax": jax.__version__, "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "step_overhead",
+                "recipe": args.recipe,
+                "batch": batch,
+                "steps_per_round": args.steps,
+                "rounds": args.rounds,
+                "samples_per_sec": rates,
+                "median": med,
+                "ratio": ratio,
+                "devices": [str(d) for d in jax.devices()],
+                "jax": jax.__version__,
+                "python": platform.python_version(),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -13,16 +13,25 @@ import pytest
 
 def dlx(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "CI": "true", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "dlx", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "dlx", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
         (["train", "recipe=cnnn"], ["unknown recipe 'cnnn'", "cnn", "dlx recipes"]),
-        (["train", "model=resnet9000"], ["unknown option 'resnet9000'", "group 'model'",
-                                         "cnn, cnn_small"]),
+        (
+            ["train", "model=resnet9000"],
+            ["unknown option 'resnet9000'", "group 'model'", "cnn, cnn_small"],
+        ),
         (["train", "optim.lrr=0.1"], ["unknown config key 'optim.lrr'", "optim.lr"]),
         (["train", "trainer.epochs=three"], ["wrong value for 'trainer.epochs'", "'three'"]),
         (["show", "data.batch_size=-4"], ["'data.batch_size' must be positive"]),
@@ -58,10 +67,12 @@ def test_debug_shows_the_traceback() -> None:
 
 
 def test_help_does_not_import_jax() -> None:
-    code = ("import sys; from typer.testing import CliRunner; from dlx.cli import app;"
-            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
-            "r = CliRunner().invoke(app, ['train', '--help']); assert 'Examples' in r.output;"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')))")
+    code = (
+        "import sys; from typer.testing import CliRunner; from dlx.cli import app;"
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
+        "r = CliRunner().invoke(app, ['train', '--help']); assert 'Examples' in r.output;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -76,7 +87,9 @@ def test_every_command_help_has_examples(command: str) -> None:
 def test_show_prints_composed_yaml() -> None:
     out = dlx("show", "recipe=digits", "optim.lr=0.5")
     assert out.returncode == 0
-    assert "recipe: digits" in out.stdout and "lr: 0.5" in out.stdout and "name: digits" in out.stdout
+    assert (
+        "recipe: digits" in out.stdout and "lr: 0.5" in out.stdout and "name: digits" in out.stdout
+    )
 
 
 def test_recipes_lists_shipped_and_user_recipes(tmp_path: Path) -> None:

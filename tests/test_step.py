@@ -10,7 +10,9 @@ import pytest
 from dlx.models import build_model
 from dlx.train.loop import evaluate
 from dlx.train.optim import make_optimizer
-from dlx.train.step import TrainState, jit_train_step
+from dlx.train.step import TrainState, compiled_train_step
+
+jit_train_step = compiled_train_step()
 
 ADAM = {"name": "adam", "lr": 3e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
 
@@ -60,8 +62,9 @@ def test_clipping_bounds_the_update(batch) -> None:
 
 
 def test_warmup_cosine_shape() -> None:
-    _, sched = make_optimizer(ADAM, {"name": "warmup_cosine", "warmup_fraction": 0.1,
-                                     "final_fraction": 0.01}, 100)
+    _, sched = make_optimizer(
+        ADAM, {"name": "warmup_cosine", "warmup_fraction": 0.1, "final_fraction": 0.01}, 100
+    )
     assert float(sched(0)) == 0.0
     assert float(sched(10)) == pytest.approx(3e-3)
     assert float(sched(100)) == pytest.approx(3e-5)

@@ -1,9 +1,15 @@
-"""The training loop: epochs of jitted steps, periodic logs, val eval, checkpoints, test."""
+"""The training loop: epochs of jitted steps, periodic logs, val eval, checkpoints.
+
+The host never waits for the device on the hot path: it blocks only on a step that is
+`trainer.sync_every` steps old (bounding work in flight, see DESIGN.md, without draining the
+queue), and train logs are read one step late, while the next step already runs.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlx.data import Dataset, epoch_batches, eval_batches
-from dlx.train.step import TrainState, jit_eval_step, jit_train_step
+from dlx.train.step import TrainState, compiled_train_step, jit_eval_step
 
 
 @dataclass
@@ -32,6 +38,8 @@ def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int) -
     for idx, mask in eval_batches(len(x), batch_size):
         out = jit_eval_step(state, x[idx], y[idx], mask)
         sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+    if sums is None:
+        return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
     sums = jax.device_get(sums)
     n = float(sums["count"])
     return {
@@ -45,6 +53,49 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
     return value > best if mode == "max" else value < best
+
+
+class TrainLog:
+    """Averages step metrics over a window and writes them one step late (see module doc)."""
+
+    def __init__(self, batch: int, schedule: Any, console: Any, metrics: Any) -> None:
+        self.batch, self.schedule, self.console, self.metrics = batch, schedule, console, metrics
+        self.window: list[dict] = []
+        self.pending: tuple | None = None
+        self.t_last = time.perf_counter()
+
+    def add(self, m: dict) -> None:
+        self.window.append(m)
+
+    def close_window(self, step: int, epoch: int, epochs: int, done: int, steps: int) -> None:
+        self.pending = (self.window, step, epoch, epochs, done, steps)
+        self.window = []
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        window, step, epoch, epochs, done, steps = self.pending
+        self.pending = None
+        host = jax.device_get(window)  # blocks on the window's last step only
+        now = time.perf_counter()
+        mean = {k: float(np.mean([w[k] for w in host])) for k in host[0]}
+        sps = len(window) * self.batch / max(now - self.t_last, 1e-9)
+        self.t_last = now
+        lr = float(self.schedule(step - 1))
+        self.metrics.write(
+            {
+                "step": step,
+                "epoch": epoch,
+                **{f"train/{k}": v for k, v in mean.items()},
+                "train/lr": lr,
+                "train/samples_per_sec": sps,
+            }
+        )
+        self.console.log_line(
+            f"epoch {epoch}/{epochs} step {done}/{steps} (global {step}) loss {mean['loss']:.4f} "
+            f"acc {mean['accuracy']:.4f} lr {lr:.2e} {sps:.0f} samples/s"
+        )
+        self.console.advance(done, {"loss": mean["loss"], "acc": mean["accuracy"]})
 
 
 def train_loop(
@@ -63,10 +114,11 @@ def train_loop(
     if tr.max_steps is not None:
         total = min(total, tr.max_steps)
     epochs = math.ceil(total / steps_per_epoch)
-    best_key = tr.best_metric
     res = LoopResult(state=state, steps=0, epochs_completed=0)
+    log = TrainLog(batch, schedule, console, metrics)
     timed_steps, timed_s = 0, 0.0  # steady-state throughput: excludes compile and eval
     step = 0
+    train_step = compiled_train_step()
 
     def run_eval(epoch: int) -> None:
         out = evaluate(res.state, data.x_val, data.y_val, cfg.data.eval_batch_size)
@@ -74,10 +126,12 @@ def train_loop(
         metrics.write({"step": step, "epoch": epoch, **rec})
         console.metrics_table(f"val after epoch {epoch} (step {step})", rec)
         res.last_eval = rec
-        value = rec.get(best_key)
-        improved = value is not None and _improved(value, res.best.get(best_key), tr.best_mode)
+        value = rec.get(tr.best_metric)
+        improved = value is not None and _improved(
+            value, res.best.get(tr.best_metric), tr.best_mode
+        )
         if improved:
-            res.best = {best_key: value, "step": step, "epoch": epoch}
+            res.best = {tr.best_metric: value, "step": step, "epoch": epoch}
         if checkpoints is not None:
             meta = {"step": step, "epoch": epoch, "best": res.best}
             checkpoints.save(res.state, meta, ("latest", "best") if improved else ("latest",))
@@ -85,42 +139,26 @@ def train_loop(
     for epoch in range(1, epochs + 1):
         steps_this_epoch = min(steps_per_epoch, total - step)
         console.start_epoch(epoch, epochs, steps_this_epoch)
-        window: list[dict] = []
-        pending = 0  # steps dispatched since the last sync
-        t_sync = t_log = time.perf_counter()
-        for i, idx in enumerate(
-            epoch_batches(len(data.x_train), batch, seed=cfg.seed, epoch=epoch)
-        ):
-            if i >= steps_this_epoch:
-                break
-            res.state, m = jit_train_step(res.state, data.x_train[idx], data.y_train[idx])
-            window.append(m)
-            step, pending = step + 1, pending + 1
-            last = i + 1 == steps_this_epoch
-            # Block now and then: bounds the work queued on the device (see DESIGN.md). Step 1
-            # syncs alone so its compile time stays out of the throughput figure.
-            if step == 1 or step % tr.sync_every == 0 or step % tr.log_every == 0 or last:
+        in_flight: deque = deque()
+        t_epoch, epoch_steps = time.perf_counter(), 0
+        batches = epoch_batches(len(data.x_train), batch, seed=cfg.seed, epoch=epoch)
+        for i, idx in zip(range(steps_this_epoch), batches, strict=False):
+            res.state, m = train_step(res.state, data.x_train[idx], data.y_train[idx])
+            step, epoch_steps = step + 1, epoch_steps + 1
+            log.add(m)
+            in_flight.append(m["loss"])
+            if step == 1:  # keep compilation out of the throughput figure
                 jax.block_until_ready(m["loss"])
-                now = time.perf_counter()
-                if step > 1:
-                    timed_steps, timed_s = timed_steps + pending, timed_s + now - t_sync
-                t_sync, pending = now, 0
-                if step % tr.log_every == 0 or last:
-                    _log_train(
-                        window,
-                        step,
-                        epoch,
-                        epochs,
-                        i + 1,
-                        steps_this_epoch,
-                        batch,
-                        now - t_log,
-                        float(schedule(step - 1)),
-                        console,
-                        metrics,
-                    )
-                    window, t_log = [], now
-                console.advance(i + 1, {"loss": float(m["loss"]), "acc": float(m["accuracy"])})
+                t_epoch, epoch_steps = time.perf_counter(), 0
+            if len(in_flight) > tr.sync_every:
+                in_flight.popleft().block_until_ready()
+            log.flush()  # the previous window, while this step runs
+            if step % tr.log_every == 0 or i + 1 == steps_this_epoch:
+                log.close_window(step, epoch, epochs, i + 1, steps_this_epoch)
+        log.flush()
+        jax.block_until_ready(res.state.params)
+        timed_steps += epoch_steps
+        timed_s += time.perf_counter() - t_epoch
         console.end_epoch()
         res.steps, res.epochs_completed = step, epoch
         if epoch % tr.eval_every == 0 or step >= total:
@@ -130,35 +168,3 @@ def train_loop(
     res.train_time_s = timed_s
     res.samples_per_sec = timed_steps * batch / timed_s if timed_s > 0 else float("nan")
     return res
-
-
-def _log_train(
-    window: list[dict],
-    step: int,
-    epoch: int,
-    epochs: int,
-    done: int,
-    steps: int,
-    batch: int,
-    seconds: float,
-    lr: float,
-    console: Any,
-    metrics: Any,
-) -> None:
-    host = jax.device_get(window)
-    mean = {k: float(np.mean([w[k] for w in host])) for k in host[0]}
-    sps = len(window) * batch / seconds if seconds > 0 else float("nan")
-    metrics.write(
-        {
-            "step": step,
-            "epoch": epoch,
-            **{f"train/{k}": v for k, v in mean.items()},
-            "train/lr": lr,
-            "train/samples_per_sec": sps,
-        }
-    )
-    console.log_line(
-        f"epoch {epoch}/{epochs} step {done}/{steps} (global {step}) "
-        f"loss {mean['loss']:.4f} acc {mean['accuracy']:.4f} "
-        f"lr {lr:.2e} {sps:.0f} samples/s"
-    )

@@ -1,7 +1,8 @@
-"""The compiled train and eval steps: value_and_grad + optax, jitted, state donated."""
+"""The compiled train and eval steps: value_and_grad + optax, jitted."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -68,6 +69,17 @@ def eval_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array) ->
     }
 
 
-# Compiled once per process; donating the state lets XLA update params in place.
-jit_train_step = jax.jit(train_step, donate_argnums=0)
+@functools.cache
+def compiled_train_step(donate: bool | None = None) -> Any:
+    """The jitted train step, compiled once per process.
+
+    Donating the state lets XLA update params in place: it saves accelerator memory, but on
+    XLA:CPU it measured ~5% slower here (1036 vs 1092 samples/s, CNN recipe), so by default
+    the state is donated everywhere but on the CPU.
+    """
+    if donate is None:
+        donate = jax.default_backend() != "cpu"
+    return jax.jit(train_step, donate_argnums=0 if donate else ())
+
+
 jit_eval_step = jax.jit(eval_step)
