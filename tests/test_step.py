@@ -79,3 +79,17 @@ def test_eval_counts_every_example_once(batch, eval_batch: int) -> None:
     reference = evaluate(_state(ADAM), x[:29], y[:29], 29)
     assert out["accuracy"] == pytest.approx(reference["accuracy"])
     assert out["loss"] == pytest.approx(reference["loss"], rel=1e-5)
+
+
+def test_negative_labels_are_ignored_by_loss_and_accuracy() -> None:
+    from dlx.train.step import masked_loss_and_hits
+
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7))
+    labels = np.array([[1, 2, 3, -1, -1], [4, 5, 6, 0, -1]], np.int32)
+    loss, hits, valid = masked_loss_and_hits(logits, labels)
+    assert float(valid.sum()) == 7
+    assert float(loss[0, 3:].sum()) == 0.0 and float(hits[1, 4]) == 0.0
+    other = labels.copy()
+    other[0, 3:] = 0  # what sits under ignored positions must not matter
+    loss2, _, _ = masked_loss_and_hits(logits, np.where(labels < 0, -1, other))
+    assert float(loss.sum()) == pytest.approx(float(loss2.sum()))

@@ -6,6 +6,7 @@ search path so its defaults list can pick group options (data, model, optim, ...
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def validate(cfg: DictConfig) -> DictConfig:
     """Merge onto the typed schema: wrong types and out-of-range values become UserErrors."""
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+    # Datasets have keys of their own (text: seq_len, ...): the schema types the common ones
+    # and the rest pass through (Hydra already rejected keys no config file defines).
+    known = {f.name for f in dataclasses.fields(schema.DataConfig)}
+    data_extra = {k: v for k, v in cfg.data.items() if k not in known}
+    for k in data_extra:
+        del cfg.data[k]
     try:
         typed = OmegaConf.merge(OmegaConf.structured(schema.DlxConfig), cfg)
     except OmegaConfBaseException as err:
@@ -88,6 +95,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     if max_steps is not None and max_steps <= 0:
         raise UserError(f"'trainer.max_steps' must be positive or null, got {max_steps}")
     OmegaConf.set_struct(typed, False)  # model sections differ per architecture
+    for k, v in data_extra.items():
+        typed.data[k] = v
     return typed
 
 

@@ -10,7 +10,13 @@ import numpy as np
 # eq=False: comparing numpy arrays with == is elementwise, so a generated __eq__ would raise.
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Train/val/test splits as numpy arrays: x float32 (N, *input_shape), y int32 (N,)."""
+    """Train/val/test splits as numpy arrays.
+
+    Classification (task "classify"): x (N, *input_shape) float32 or int32 tokens, y (N,)
+    int32. Language modelling (task "lm"): x (N, T) int32 tokens, y (N, T) the next tokens.
+    Conventions every model and the train step share: token id 0 is padding, and a label
+    below 0 is ignored by the loss and the metrics.
+    """
 
     name: str
     x_train: np.ndarray
@@ -22,6 +28,8 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]
     source: str
+    task: str = "classify"
+    vocab: tuple[str, ...] | None = None  # token id -> text, for datasets of tokens
 
     def __repr__(self) -> str:
         # The default repr would print the arrays; shapes are what anyone wants to see.

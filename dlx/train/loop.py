@@ -41,11 +41,11 @@ def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int) -
     if sums is None:
         return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
     sums = jax.device_get(sums)
-    n = float(sums["count"])
+    n = max(float(sums["labels"]), 1.0)
     return {
         "loss": float(sums["loss_sum"]) / n,
         "accuracy": float(sums["correct"]) / n,
-        "count": int(n),
+        "count": int(sums["count"]),
     }
 
 

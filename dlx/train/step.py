@@ -35,37 +35,45 @@ class TrainState(flax.struct.PyTreeNode):
         )
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+def masked_loss_and_hits(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, ...]:
+    """Per-label cross-entropy and hits, and which labels count (labels < 0 are ignored).
+
+    Works for one label per example (B,) and one per position (B, T) alike.
+    """
+    valid = labels >= 0
+    safe = jnp.where(valid, labels, 0)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+    hits = logits.argmax(-1) == safe
+    return loss * valid, hits * valid, valid.astype(jnp.float32)
 
 
 def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, dict]:
     """One optimizer update on a batch; returns the new state and per-batch metrics."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
-    def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
+    def loss_fn(params: Any) -> tuple[jax.Array, tuple]:
         logits = state.apply_fn({"params": params}, x, train=True, rngs={"dropout": dropout_rng})
-        return cross_entropy(logits, y).mean(), logits
+        loss, hits, valid = masked_loss_and_hits(logits, y)
+        n = jnp.maximum(valid.sum(), 1.0)
+        return loss.sum() / n, (hits.sum() / n)
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {
-        "loss": loss,
-        "accuracy": (logits.argmax(-1) == y).mean(),
-        "grad_norm": optax.tree.norm(grads),
-    }
+    metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def eval_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array) -> dict:
     """Sums over the real (mask=True) examples of a padded batch, so every example counts once."""
     logits = state.apply_fn({"params": state.params}, x, train=False)
-    m = mask.astype(jnp.float32)
+    loss, hits, valid = masked_loss_and_hits(logits, y)
+    m = mask.reshape(mask.shape + (1,) * (y.ndim - 1)).astype(jnp.float32)
     return {
-        "loss_sum": (cross_entropy(logits, y) * m).sum(),
-        "correct": ((logits.argmax(-1) == y) * m).sum(),
-        "count": m.sum(),
+        "loss_sum": (loss * m).sum(),
+        "correct": (hits * m).sum(),
+        "labels": (valid * m).sum(),  # = examples for classifiers, tokens for LMs
+        "count": mask.astype(jnp.float32).sum(),
     }
 
 
