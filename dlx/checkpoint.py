@@ -32,7 +32,18 @@ class RunCheckpoints:
 
     def __init__(self, directory: Path, create: bool = True) -> None:
         self.directory = Path(directory)
-        opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
+        # Only process 0 writes (and holds a plain, unreplicated copy of the state), so the
+        # manager must not wait for the other processes at its barriers.
+        multi = (
+            ocp.options.MultiprocessingOptions(
+                primary_host=jax.process_index(), active_processes={jax.process_index()}
+            )
+            if jax.process_count() > 1
+            else ocp.options.MultiprocessingOptions()
+        )
+        opts = ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=create, multiprocessing_options=multi
+        )
         self._managers = {k: ocp.CheckpointManager(self.directory / k, options=opts) for k in KINDS}
 
     def save(self, state: Any, meta: dict, kinds: tuple[str, ...] = ("latest",)) -> None:

@@ -30,7 +30,7 @@ def dlx(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["train", "recipe=cnnn"], ["unknown recipe 'cnnn'", "cnn", "dlx recipes"]),
         (
             ["train", "model=resnet9000"],
-            ["unknown option 'resnet9000'", "group 'model'", "cnn, cnn_small"],
+            ["unknown option 'resnet9000'", "group 'model'", "cnn_small"],
         ),
         (["train", "optim.lrr=0.1"], ["unknown config key 'optim.lrr'", "optim.lr"]),
         (["train", "trainer.epochs=three"], ["wrong value for 'trainer.epochs'", "'three'"]),

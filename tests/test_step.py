@@ -10,6 +10,7 @@ import pytest
 from dlx.models import build_model
 from dlx.train.loop import evaluate
 from dlx.train.optim import make_optimizer
+from dlx.train.parallel import make_strategy
 from dlx.train.step import TrainState, compiled_train_step
 
 jit_train_step = compiled_train_step()
@@ -74,9 +75,10 @@ def test_warmup_cosine_shape() -> None:
 @pytest.mark.parametrize("eval_batch", [1, 7, 32, 100])
 def test_eval_counts_every_example_once(batch, eval_batch: int) -> None:
     x, y = batch
-    out = evaluate(_state(ADAM), x[:29], y[:29], eval_batch)
+    single = make_strategy("single")
+    out = evaluate(_state(ADAM), x[:29], y[:29], eval_batch, single)
     assert out["count"] == 29
-    reference = evaluate(_state(ADAM), x[:29], y[:29], 29)
+    reference = evaluate(_state(ADAM), x[:29], y[:29], 29, single)
     assert out["accuracy"] == pytest.approx(reference["accuracy"])
     assert out["loss"] == pytest.approx(reference["loss"], rel=1e-5)
 

@@ -61,7 +61,18 @@ class TrainerConfig:
 
 @dataclass
 class ParallelConfig:
-    name: str = "single"
+    name: str = "auto"
+    devices: int | None = None
+    cpu_devices: Any = "auto"
+
+
+@dataclass
+class DistConfig:
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    initialize: bool = False
+    timeout: int = 300
 
 
 @dataclass
@@ -80,11 +91,13 @@ class DlxConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 CHOICES = {
     "trainer.best_mode": ("max", "min"),
     "trainer.progress": ("auto", "rich", "plain", "none"),
+    "parallel.name": ("auto", "single", "pmap", "sharded"),
 }
 POSITIVE = (
     "data.batch_size",

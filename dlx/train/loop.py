@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlx.data import Dataset, epoch_batches, eval_batches
-from dlx.train.step import TrainState, compiled_train_step, jit_eval_step
+from dlx.train.parallel import Strategy, to_host
+from dlx.train.step import TrainState
 
 
 @dataclass
@@ -28,19 +29,23 @@ class LoopResult:
     epochs_completed: int
     best: dict[str, Any] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
+    best_params: Any = None  # host copy, kept on every process (test eval is collective)
     train_time_s: float = 0.0
     samples_per_sec: float = 0.0
 
 
-def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+def evaluate(
+    state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, strategy: Strategy
+) -> dict:
     """Loss and accuracy over every example exactly once (padded final batch is masked)."""
     sums = None
-    for idx, mask in eval_batches(len(x), batch_size):
-        out = jit_eval_step(state, x[idx], y[idx], mask)
+    put = strategy.batch
+    for idx, mask in eval_batches(len(x), strategy.eval_batch_size(batch_size)):
+        out = strategy.eval_step(state, put(x[idx]), put(y[idx]), put(mask))
         sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
     if sums is None:
         return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
-    sums = jax.device_get(sums)
+    sums = to_host(sums)
     n = max(float(sums["labels"]), 1.0)
     return {
         "loss": float(sums["loss_sum"]) / n,
@@ -76,7 +81,7 @@ class TrainLog:
             return
         window, step, epoch, epochs, done, steps = self.pending
         self.pending = None
-        host = jax.device_get(window)  # blocks on the window's last step only
+        host = to_host(window)  # blocks on the window's last step only
         now = time.perf_counter()
         mean = {k: float(np.mean([w[k] for w in host])) for k in host[0]}
         sps = len(window) * self.batch / max(now - self.t_last, 1e-9)
@@ -104,10 +109,12 @@ def train_loop(
     state: TrainState,
     schedule: Any,
     *,
+    strategy: Strategy,
     console: Any,
     metrics: Any,
     checkpoints: Any | None,
 ) -> LoopResult:
+    """Train `state` (already placed by `strategy`) as configured."""
     tr, batch = cfg.trainer, int(cfg.data.batch_size)
     steps_per_epoch = len(data.x_train) // batch
     total = steps_per_epoch * tr.epochs
@@ -118,10 +125,10 @@ def train_loop(
     log = TrainLog(batch, schedule, console, metrics)
     timed_steps, timed_s = 0, 0.0  # steady-state throughput: excludes compile and eval
     step = 0
-    train_step = compiled_train_step()
+    put = strategy.batch
 
     def run_eval(epoch: int) -> None:
-        out = evaluate(res.state, data.x_val, data.y_val, cfg.data.eval_batch_size)
+        out = evaluate(res.state, data.x_val, data.y_val, cfg.data.eval_batch_size, strategy)
         rec = {f"val/{k}": v for k, v in out.items()}
         metrics.write({"step": step, "epoch": epoch, **rec})
         console.metrics_table(f"val after epoch {epoch} (step {step})", rec)
@@ -132,9 +139,14 @@ def train_loop(
         )
         if improved:
             res.best = {tr.best_metric: value, "step": step, "epoch": epoch}
+            res.best_params = to_host(strategy.unreplicate(res.state).params)
         if checkpoints is not None:
             meta = {"step": step, "epoch": epoch, "best": res.best}
-            checkpoints.save(res.state, meta, ("latest", "best") if improved else ("latest",))
+            checkpoints.save(
+                strategy.unreplicate(res.state),
+                meta,
+                ("latest", "best") if improved else ("latest",),
+            )
 
     for epoch in range(1, epochs + 1):
         steps_this_epoch = min(steps_per_epoch, total - step)
@@ -143,7 +155,9 @@ def train_loop(
         t_epoch, epoch_steps = time.perf_counter(), 0
         batches = epoch_batches(len(data.x_train), batch, seed=cfg.seed, epoch=epoch)
         for i, idx in zip(range(steps_this_epoch), batches, strict=False):
-            res.state, m = train_step(res.state, data.x_train[idx], data.y_train[idx])
+            res.state, m = strategy.train_step(
+                res.state, put(data.x_train[idx]), put(data.y_train[idx])
+            )
             step, epoch_steps = step + 1, epoch_steps + 1
             log.add(m)
             in_flight.append(m["loss"])
