@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from dlx.errors import UserError
@@ -19,6 +20,8 @@ KINDS = ("latest", "best")
 
 def _pytree(state: Any) -> dict:
     """The saved part of a TrainState: data only (apply_fn and tx are code)."""
+    if jax.process_count() > 1:  # orbax refuses host-local jax.Arrays across processes
+        state = jax.tree_util.tree_map(np.asarray, state)
     return {
         "step": state.step,
         "params": state.params,
@@ -41,8 +44,11 @@ class RunCheckpoints:
             if jax.process_count() > 1
             else ocp.options.MultiprocessingOptions()
         )
+        if create:  # orbax refuses create=True with active_processes: make the dirs here
+            for kind in KINDS:
+                (self.directory / kind).mkdir(parents=True, exist_ok=True)
         opts = ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=create, multiprocessing_options=multi
+            max_to_keep=1, create=False, multiprocessing_options=multi
         )
         self._managers = {k: ocp.CheckpointManager(self.directory / k, options=opts) for k in KINDS}
 

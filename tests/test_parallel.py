@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from parallel_worker import _restore  # tests/ is on sys.path under pytest
 
 STEPS = 24
-EIGHT = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
-sys.path.insert(0, str(Path(__file__).parent))
-from parallel_worker import _restore  # noqa: E402
+EIGHT = {
+    **os.environ,
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    "JAX_PLATFORMS": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,10 @@ def runs(tmp_path_factory, cache_dir) -> Path:
     worker = Path(__file__).parent / "parallel_worker.py"
     proc = subprocess.run(
         [sys.executable, str(worker), str(out), str(STEPS), "pmap,sharded,single"],
-        capture_output=True, text=True, timeout=600, env={**EIGHT, "DLX_CACHE": str(cache_dir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**EIGHT, "DLX_CACHE": str(cache_dir)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -70,9 +75,21 @@ def test_eval_counts_every_example_once_on_any_device_count(runs: Path) -> None:
 
 def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "dlx", "train", "recipe=digits", "parallel=sharded",
-         "data.batch_size=60", f"outputs.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120, env=EIGHT, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "dlx",
+            "train",
+            "recipe=digits",
+            "parallel=sharded",
+            "data.batch_size=60",
+            f"outputs.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=EIGHT,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "data.batch_size=60 cannot be split evenly over 8 devices" in proc.stderr

@@ -130,7 +130,7 @@ class ShardedStrategy(Strategy):
         return jax.tree_util.tree_map(jnp.asarray, to_host(state))
 
     def describe(self) -> str:
-        hosts = f" x {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        hosts = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
         return f"sharded (jit + NamedSharding) over {self.n} devices{hosts}"
 
 

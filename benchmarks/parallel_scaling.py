@@ -1,0 +1,145 @@
+"""Samples/s of each data-parallel strategy for 1, 2, 4 and 8 (fake CPU) devices.
+
+The device count is fixed when JAX starts, so each count runs in its own subprocess
+(XLA_FLAGS=--xla_force_host_platform_device_count=N); inside it the strategies alternate
+round by round and the median round is reported. Same model, global batch and data for all.
+
+    .venv/bin/python benchmarks/parallel_scaling.py [--recipe cnn] [--devices 1,2,4,8]
+
+Prints a table and writes benchmarks/results/parallel_scaling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STRATEGIES = ("single", "pmap", "sharded")
+
+
+def measure(recipe: str, steps: int, rounds: int) -> dict:
+    """In this process: median samples/s of every strategy over this process's devices."""
+    import jax
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from dlx.config import compose
+    from dlx.data import epoch_batches, load_dataset
+    from dlx.models import build_model
+    from dlx.train.optim import make_optimizer
+    from dlx.train.parallel import make_strategy
+    from dlx.train.step import TrainState
+
+    cfg = compose([f"recipe={recipe}"])
+    data = load_dataset(OmegaConf.to_container(cfg.data), seed=0)
+    model = build_model(OmegaConf.to_container(cfg.model), data.num_classes)
+    params = model.init(jax.random.PRNGKey(0), data.x_train[:1])["params"]
+    tx, _ = make_optimizer(cfg.optim, {"name": "constant"}, steps)
+    batch = cfg.data.batch_size
+    order = list(epoch_batches(len(data.x_train), batch, seed=0, epoch=0))
+    runners = {}
+    for name in STRATEGIES:
+        strat = make_strategy(name)
+        state = strat.place(TrainState.create(model.apply, params, tx, jax.random.PRNGKey(1)))
+        runners[name] = [strat, state]
+
+    def run(name: str) -> float:
+        strat, state = runners[name]
+        t = time.perf_counter()
+        for i in range(steps):
+            idx = order[i % len(order)]
+            state, m = strat.train_step(
+                state, strat.batch(data.x_train[idx]), strat.batch(data.y_train[idx])
+            )
+            if i % 16 == 15:
+                m["loss"].block_until_ready()  # bound work in flight (DESIGN.md)
+        jax.block_until_ready(state.params)
+        runners[name][1] = state
+        return steps * batch / (time.perf_counter() - t)
+
+    for name in STRATEGIES:
+        run(name)  # compile
+    rates = {name: [] for name in STRATEGIES}
+    for _ in range(rounds):
+        for name in STRATEGIES:
+            rates[name].append(run(name))
+    return {
+        "devices": jax.device_count(),
+        "batch": batch,
+        "median": {k: statistics.median(v) for k, v in rates.items()},
+        "rounds": rates,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--recipe", default="cnn")
+    ap.add_argument("--devices", default="1,2,4,8")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "parallel_scaling.json")
+    )
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.recipe, args.steps, args.rounds)))
+        return
+    results = []
+    for n in map(int, args.devices.split(",")):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--recipe",
+                args.recipe,
+                "--steps",
+                str(args.steps),
+                "--rounds",
+                str(args.rounds),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1800,
+        )
+        if proc.returncode != 0:
+            sys.exit(f"{n} devices failed:\n{proc.stderr[-2000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    base = results[0]["median"]["single"]
+    print(
+        f"recipe {args.recipe}, global batch {results[0]['batch']}, {os.cpu_count()} CPU cores, "
+        f"median of {args.rounds} rounds x {args.steps} steps (samples/s; x = vs 1 device)"
+    )
+    print(f"{'devices':>8}" + "".join(f"{s:>18}" for s in STRATEGIES))
+    for r in results:
+        cells = "".join(
+            f"{r['median'][s]:>10.0f} ({r['median'][s] / base:4.2f}x)" for s in STRATEGIES
+        )
+        print(f"{r['devices']:>8}{cells}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "parallel_scaling",
+                "recipe": args.recipe,
+                "cpu_cores": os.cpu_count(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
