@@ -87,6 +87,47 @@ def train(overrides: Overrides = None, config_dir: ConfigDir = None, debug: Debu
 @app.command(
     epilog="""Examples:
 
+  dlx sweep recipe=digits optim.lr=1e-3,3e-3 model.dense=32,64    # grid: 4 trials\n
+  dlx sweep recipe=digits 'optim.lr=tag(log, interval(1e-4,1e-2))' sweep.trials=20 -j 2\n
+  dlx sweep recipe=digits 'optim.lr=choice(1e-3,3e-3)' sweep=random sweep.trials=4 --dry-run\n
+  dlx sweep recipe=cnn optim.lr=1e-4,1e-3 sweep.storage=sqlite:////shared/cnn.db  # each host\n
+  Rerun the same command to resume: finished trials are kept, interrupted ones run again."""
+)
+def sweep(
+    overrides: Overrides = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Trials run at once here, each on its share of the cores."
+        ),
+    ] = 1,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the trials it would run; run nothing.")
+    ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Folder under outputs/sweeps/ (default: recipe, type and a hash of the search).",
+        ),
+    ] = None,
+    config_dir: ConfigDir = None,
+    debug: Debug = False,
+) -> None:
+    """Hyperparameter search (grid, random, Optuna TPE): one `dlx train` per trial, in
+    outputs/sweeps/<name>/; resumable, parallel (--jobs), shared by workers on one storage."""
+
+    def go() -> None:
+        from dlx.sweep import run_sweep
+
+        run_sweep(overrides or [], config_dir=config_dir, jobs=jobs, dry_run=dry_run, name=name)
+
+    _guard(debug, go)
+
+
+@app.command(
+    epilog="""Examples:
+
   dlx show                                   # the default recipe's full config\n
   dlx show recipe=digits optim=sgd optim.lr=0.1"""
 )
@@ -125,6 +166,37 @@ def recipes(config_dir: ConfigDir = None) -> None:
         where = "dlx" if path.parent.resolve() == shipped else str(path.parent)
         table.add_row(name, recipe_description(path), where)
     Console(highlight=False).print(table)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="""Examples:
+
+  dlx launch --nproc 2 -- train recipe=digits parallel.cpu_devices=2\n
+  dlx launch --nproc 4 -- train recipe=cnn data.batch_size=256
+
+On a cluster, start one `dlx train ... dist.coordinator=HOST:PORT dist.num_processes=N
+dist.process_id=I` per host instead (or dist.initialize=true under SLURM); see README.""",
+)
+def launch(
+    ctx: typer.Context,
+    nproc: Annotated[int, typer.Option("--nproc", help="Processes to start on this machine.")] = 2,
+    port: Annotated[
+        int | None, typer.Option(help="Coordinator port (default: a free one).")
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Run a multi-process (multi-host style) training on this machine via JAX's distributed
+    runtime; only process 0 writes the run dir."""
+
+    def go() -> int:
+        from dlx.launch import launch as run_launch
+
+        return run_launch(nproc, list(ctx.args), port)
+
+    code = _guard(debug, go)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> Any:

@@ -95,6 +95,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     if max_steps is not None and max_steps <= 0:
         raise UserError(f"'trainer.max_steps' must be positive or null, got {max_steps}")
     OmegaConf.set_struct(typed, False)  # model sections differ per architecture
+    OmegaConf.set_struct(typed.data, False)  # typed nodes keep their own flag: open it too
     for k, v in data_extra.items():
         typed.data[k] = v
     return typed
