@@ -6,6 +6,7 @@ a checkpoint never runs code.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dlx.errors import UserError
+
+log = logging.getLogger("dlx")
 
 KINDS = ("latest", "best")
 
@@ -47,14 +50,29 @@ class RunCheckpoints:
         if create:  # orbax refuses create=True with active_processes: make the dirs here
             for kind in KINDS:
                 (self.directory / kind).mkdir(parents=True, exist_ok=True)
-        opts = ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=False, multiprocessing_options=multi
-        )
-        self._managers = {k: ocp.CheckpointManager(self.directory / k, options=opts) for k in KINDS}
+        # latest keeps two steps so a checkpoint corrupted on disk still leaves a good one.
+        self._managers = {
+            k: ocp.CheckpointManager(
+                self.directory / k,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=2 if k == "latest" else 1,
+                    create=False,
+                    multiprocessing_options=multi,
+                ),
+                # Declared up front so metadata (shapes) can be read without restoring.
+                item_handlers={
+                    "state": ocp.StandardCheckpointHandler(),
+                    "meta": ocp.JsonCheckpointHandler(),
+                },
+            )
+            for k in KINDS
+        }
 
     def save(self, state: Any, meta: dict, kinds: tuple[str, ...] = ("latest",)) -> None:
         step = int(jax.device_get(state.step))
         for kind in kinds:
+            if step in self._managers[kind].all_steps():
+                continue  # e.g. preempted right after an eval saved this very step
             self._managers[kind].save(
                 step,
                 args=ocp.args.Composite(
@@ -66,27 +84,82 @@ class RunCheckpoints:
         return list(self._managers[kind].all_steps())
 
     def restore(self, state: Any, kind: str = "best", step: int | None = None) -> tuple[Any, dict]:
-        """`state` (a TrainState with the right shapes) with the saved values, and the meta."""
+        """`state` (a TrainState with the right shapes) with the saved values, and the meta.
+
+        Without `step`, the newest readable checkpoint: a corrupt or half-written one is
+        reported and the previous good step is used where one exists.
+        """
         manager = self._managers[kind]
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise UserError(f"no {kind} checkpoint in {self.directory / kind}")
+        steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
+            raise UserError(
+                f"no {kind} checkpoint in {self.directory / kind}",
+                hint="the run saved none yet (checkpoints are written after each "
+                "eval and on preemption)",
+            )
+        errors = []
+        for s in steps:
+            try:
+                return self._restore_step(state, kind, s)
+            except UserError as err:
+                errors.append(str(err))
+                if s != steps[-1]:
+                    log.warning("%s; falling back to an earlier step", err)
+        raise UserError(
+            "; ".join(errors),
+            hint="the checkpoint is corrupt or truncated, or from a different model",
+        )
+
+    def _restore_step(self, state: Any, kind: str, step: int) -> tuple[Any, dict]:
+        path = self.directory / kind / str(step)
+        self.check_shapes(state.params, kind, step)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _pytree(state))
         try:
-            restored = manager.restore(
+            restored = self._managers[kind].restore(
                 step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
                 ),
             )
+        except UserError:
+            raise
         except Exception as err:  # orbax raises many types for unreadable data
             raise UserError(
-                f"cannot restore checkpoint {self.directory / kind / str(step)}: "
-                f"{str(err).splitlines()[0][:300]}",
-                hint="the checkpoint is corrupt or from an incompatible model",
+                f"cannot read checkpoint {path}: "
+                f"{(str(err).splitlines() or [type(err).__name__])[0][:300]}"
             ) from err
-        tree = restored["state"]
-        return state.replace(**tree), dict(restored["meta"])
+        return state.replace(**restored["state"]), dict(restored["meta"] or {})
+
+    def saved_param_shapes(self, kind: str, step: int) -> dict[str, tuple[int, ...]]:
+        """Parameter path -> shape as saved, read from the checkpoint's metadata only."""
+        path = self.directory / kind / str(step)
+        try:
+            meta = self._managers[kind].item_metadata(step)["state"]["params"]
+        except Exception as err:
+            raise UserError(
+                f"cannot read checkpoint {path}: metadata unreadable ({type(err).__name__})"
+            ) from err
+        flat = jax.tree_util.tree_flatten_with_path(meta)[0]
+        return {jax.tree_util.keystr(p): tuple(m.shape) for p, m in flat}
+
+    def check_shapes(self, params: Any, kind: str, step: int) -> None:
+        """A clear error naming the parameter when the model differs from the checkpoint's."""
+        saved = self.saved_param_shapes(kind, step)
+        ours = {
+            jax.tree_util.keystr(p): tuple(np.shape(v))
+            for p, v in jax.tree_util.tree_flatten_with_path(params)[0]
+        }
+        for name in sorted(set(saved) | set(ours)):
+            if saved.get(name) != ours.get(name):
+                raise UserError(
+                    f"parameter {name}: checkpoint {self.directory / kind / str(step)} has shape "
+                    f"{saved.get(name, 'none (missing)')}, this model has "
+                    f"{ours.get(name, 'none (missing)')}",
+                    hint="use the same model settings as the run that saved it",
+                )
+
+    def latest_step(self, kind: str = "latest") -> int | None:
+        return self._managers[kind].latest_step()
 
     def wait(self) -> None:
         for m in self._managers.values():

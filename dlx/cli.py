@@ -69,19 +69,35 @@ def _guard(debug: bool, fn: Callable[[], T]) -> T:
   dlx train recipe=cnn optim.lr=3e-4 trainer.epochs=3\n
   dlx train recipe=digits trainer.max_steps=20 seed=1\n
   dlx train recipe=cnn optim=sgd schedule=cosine data.batch_size=256\n
-  dlx train recipe=cnn data.path=/data/mnist outputs.dir=/scratch/runs"""
+  dlx train recipe=cnn data.path=/data/mnist outputs.dir=/scratch/runs\n
+  dlx train resume=outputs/cnn/2026-11-30_12-00-00_ab12     # continue a preempted run\n
+  dlx train recipe=cnn init_from=outputs/cnn/2026-11-30_12-00-00_ab12 optim.lr=1e-4
+
+Exit codes: 0 finished, 2 bad input, 3 diverged, 128+N preempted by signal N (SIGTERM: 143;
+a checkpoint is saved first, resume with resume=<run dir>)."""
 )
 def train(overrides: Overrides = None, config_dir: ConfigDir = None, debug: Debug = False) -> None:
     """Train a recipe; writes everything to outputs/<recipe>/<time>_<id>/."""
     overrides = overrides or []
 
-    def go() -> None:
-        from dlx.config import compose
+    def go() -> int:
+        from dlx.run import resume_config
         from dlx.run import train as run_train
 
-        run_train(compose(overrides, config_dir), overrides)
+        resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
+        rest = [o for o in overrides if not o.startswith("resume=")]
+        if resume:
+            cfg, run_dir = resume_config(resume[-1], rest)
+            _, summary = run_train(cfg, rest, resume_dir=run_dir)
+        else:
+            from dlx.config import compose
 
-    _guard(debug, go)
+            _, summary = run_train(compose(overrides, config_dir), overrides)
+        return int(summary.get("exit_code", 0))
+
+    code = _guard(debug, go)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(
@@ -140,6 +156,97 @@ def show(overrides: Overrides = None, config_dir: ConfigDir = None, debug: Debug
         from dlx.config import compose
 
         typer.echo(OmegaConf.to_yaml(compose(overrides or [], config_dir)), nl=False)
+
+    _guard(debug, go)
+
+
+@app.command(
+    name="eval",
+    epilog="""Examples:
+
+  dlx eval outputs/digits/2026-11-30_12-00-00_ab12          # best checkpoint, test split\n
+  dlx eval outputs/digits/2026-11-30_12-00-00_ab12 --latest --split val\n
+  dlx eval outputs/digits/2026-11-30_12-00-00_ab12 --step 200\n
+  dlx eval outputs/cnn/2026-11-30_12-00-00_ab12 data.path=/data/other_mnist data.limit_eval=100\n
+  Writes eval_<split>_<step>.json (and _confusion.png) in the run dir; never overwrites.""",
+)
+def eval_(
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="A run dir (outputs/<recipe>/<time>_<id>), its checkpoints/ dir or one "
+            "checkpoint inside it.",
+            show_default=False,
+        ),
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="key=value changes to the run's saved config (data.path=..., "
+            "data.limit_eval=N, data.eval_batch_size=N).",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Which split to evaluate: test | val | train.")
+    ] = "test",
+    latest: Annotated[
+        bool, typer.Option("--latest", help="The most recent checkpoint instead of the best.")
+    ] = False,
+    step: Annotated[
+        int | None, typer.Option("--step", help="The checkpoint saved at this step.")
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Evaluate a run's checkpoint (best by default) with its saved config: loss and accuracy,
+    per-class precision/recall/F1 and a confusion matrix (classifiers), bits per character and
+    perplexity (language models)."""
+
+    def go() -> None:
+        from dlx.evaluate import print_result, run_eval
+
+        print_result(run_eval(path, overrides or [], split=split, latest=latest, step=step))
+
+    _guard(debug, go)
+
+
+@app.command(
+    epilog="""Examples:
+
+  dlx runs                                   # every run under ./outputs, oldest first\n
+  dlx runs --recipe digits\n
+  dlx runs --root /scratch/runs --sweeps     # outputs.dir=/scratch/runs; sweep trials too\n
+  dlx runs --json | jq '.[] | select(.status == "failed") | .run_dir'""",
+)
+def runs(
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", help="Only runs of this recipe.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list instead of a table.")
+    ] = False,
+    root: Annotated[
+        Path,
+        typer.Option("--root", help="The outputs folder (the outputs.dir the runs used)."),
+    ] = Path("outputs"),
+    sweeps: Annotated[
+        bool, typer.Option("--sweeps", help="Include sweep trials (outputs/sweeps/*/trials/).")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Table of runs: recipe, status (running, finished, failed, ...), best metric, steps,
+    duration, start time and run dir, read from each run's summary.json."""
+
+    def go() -> None:
+        import json
+
+        from dlx.runs import list_runs, print_runs
+
+        rows = list_runs(root, recipe=recipe, sweeps=sweeps)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+        else:
+            print_runs(rows, root)
 
     _guard(debug, go)
 

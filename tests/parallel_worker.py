@@ -21,11 +21,16 @@ def main(out: Path, steps: int, strategies: list[str]) -> None:
     report = {}
     for name in strategies:
         overrides = [
-            "recipe=digits", f"parallel={name}", f"trainer.max_steps={steps}",
-            "trainer.log_every=1", "data.batch_size=64", "model.dropout=0.0",
-            "trainer.progress=none", f"outputs.dir={out / name}",
+            "recipe=digits",
+            f"parallel={name}",
+            f"trainer.max_steps={steps}",
+            "trainer.log_every=1",
+            "data.batch_size=64",
+            "model.dropout=0.0",
+            "trainer.progress=none",
+            f"outputs.dir={out / name}",
         ]
-        run_dir = train(compose(overrides), overrides)
+        run_dir, _ = train(compose(overrides), overrides)
         records = read_metrics(run_dir / "metrics.jsonl")
         report[name] = {
             "run_dir": str(run_dir),

@@ -47,6 +47,13 @@ class ScheduleConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    patience: int | None = None
+    metric: str | None = None
+    mode: str | None = None
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 3
     max_steps: int | None = None
@@ -57,6 +64,9 @@ class TrainerConfig:
     best_metric: str = "val/accuracy"
     best_mode: str = "max"
     progress: str = "auto"
+    profile: bool = False  # jax.profiler trace of trainer.profile_steps into <run>/profile
+    profile_steps: list[int] = field(default_factory=lambda: [10, 15])  # first, last
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -84,6 +94,7 @@ class OutputsConfig:
 class DlxConfig:
     recipe: str = "cnn"
     seed: int = 0
+    init_from: str | None = None  # a run dir: start from its best params (fresh optimizer)
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -92,12 +103,15 @@ class DlxConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    # logger name -> its settings (conf/logger/*.yaml); metrics.jsonl is always written
+    logger: dict[str, Any] = field(default_factory=dict)
 
 
 CHOICES = {
     "trainer.best_mode": ("max", "min"),
     "trainer.progress": ("auto", "rich", "plain", "none"),
     "parallel.name": ("auto", "single", "pmap", "sharded"),
+    "trainer.early_stopping.mode": (None, "max", "min"),
 }
 POSITIVE = (
     "data.batch_size",

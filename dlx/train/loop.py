@@ -1,8 +1,12 @@
-"""The training loop: epochs of jitted steps, periodic logs, val eval, checkpoints.
+"""The training loop: epochs of jitted steps, periodic logs, val eval, checkpoints,
+and the ways a run ends early: preemption (SIGTERM/SIGINT), divergence, early stopping.
 
 The host never waits for the device on the hot path: it blocks only on a step that is
 `trainer.sync_every` steps old (bounding work in flight, see DESIGN.md, without draining the
 queue), and train logs are read one step late, while the next step already runs.
+
+Resuming is exact: the batch order is a pure function of (seed, epoch), dropout keys of
+(rng, step), so restoring the state and skipping the epoch's first batches replays the run.
 """
 
 from __future__ import annotations
@@ -23,15 +27,49 @@ from dlx.train.step import TrainState
 
 
 @dataclass
+class LoopState:
+    """What a checkpoint must carry besides the TrainState to continue a run exactly."""
+
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=dict)  # best_metric value, step, epoch
+    best_params: Any = None  # host copy, kept on every process (test eval is collective)
+    stale_evals: int = 0  # evals since the early-stopping metric last improved
+    stop_best: float | None = None  # best value of the early-stopping metric
+
+    def meta(self, epoch: int) -> dict:
+        return {
+            "step": self.step,
+            "epoch": epoch,
+            "best": self.best,
+            "stale_evals": self.stale_evals,
+            "stop_best": self.stop_best,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict, best_params: Any) -> LoopState:
+        return cls(
+            step=int(meta["step"]),
+            best=dict(meta.get("best") or {}),
+            best_params=best_params,
+            stale_evals=int(meta.get("stale_evals", 0)),
+            stop_best=meta.get("stop_best"),
+        )
+
+
+@dataclass
 class LoopResult:
     state: TrainState
-    steps: int
+    loop: LoopState
     epochs_completed: int
-    best: dict[str, Any] = field(default_factory=dict)
+    stop: str | None = None  # None (ran to the end), preempted, diverged, early_stopped
+    diverged_step: int | None = None
     last_eval: dict[str, float] = field(default_factory=dict)
-    best_params: Any = None  # host copy, kept on every process (test eval is collective)
     train_time_s: float = 0.0
     samples_per_sec: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return self.loop.step
 
 
 def evaluate(
@@ -113,71 +151,114 @@ def train_loop(
     console: Any,
     metrics: Any,
     checkpoints: Any | None,
+    start: LoopState | None = None,
+    should_stop: Any = lambda: False,
 ) -> LoopResult:
-    """Train `state` (already placed by `strategy`) as configured."""
+    """Train `state` (already placed by `strategy`) from `start` (resume) or step 0."""
     tr, batch = cfg.trainer, int(cfg.data.batch_size)
     steps_per_epoch = len(data.x_train) // batch
     total = steps_per_epoch * tr.epochs
     if tr.max_steps is not None:
         total = min(total, tr.max_steps)
     epochs = math.ceil(total / steps_per_epoch)
-    res = LoopResult(state=state, steps=0, epochs_completed=0)
+    loop = start or LoopState()
+    res = LoopResult(state=state, loop=loop, epochs_completed=loop.step // steps_per_epoch)
     log = TrainLog(batch, schedule, console, metrics)
+    stop_cfg = tr.early_stopping
+    stop_metric = stop_cfg.metric or tr.best_metric
+    stop_mode = stop_cfg.mode or tr.best_mode
     timed_steps, timed_s = 0, 0.0  # steady-state throughput: excludes compile and eval
-    step = 0
+    first_step = loop.step + 1
     put = strategy.batch
+
+    def save(epoch: int, kinds: tuple[str, ...] = ("latest",)) -> None:
+        if checkpoints is not None:
+            checkpoints.save(strategy.unreplicate(res.state), loop.meta(epoch), kinds)
 
     def run_eval(epoch: int) -> None:
         out = evaluate(res.state, data.x_val, data.y_val, cfg.data.eval_batch_size, strategy)
         rec = {f"val/{k}": v for k, v in out.items()}
-        metrics.write({"step": step, "epoch": epoch, **rec})
-        console.metrics_table(f"val after epoch {epoch} (step {step})", rec)
+        metrics.write({"step": loop.step, "epoch": epoch, **rec})
+        console.metrics_table(f"val after epoch {epoch} (step {loop.step})", rec)
         res.last_eval = rec
         value = rec.get(tr.best_metric)
         improved = value is not None and _improved(
-            value, res.best.get(tr.best_metric), tr.best_mode
+            value, loop.best.get(tr.best_metric), tr.best_mode
         )
         if improved:
-            res.best = {tr.best_metric: value, "step": step, "epoch": epoch}
-            res.best_params = to_host(strategy.unreplicate(res.state).params)
-        if checkpoints is not None:
-            meta = {"step": step, "epoch": epoch, "best": res.best}
-            checkpoints.save(
-                strategy.unreplicate(res.state),
-                meta,
-                ("latest", "best") if improved else ("latest",),
-            )
+            loop.best = {tr.best_metric: value, "step": loop.step, "epoch": epoch}
+            loop.best_params = to_host(strategy.unreplicate(res.state).params)
+        watched = rec.get(stop_metric)
+        if watched is not None and _improved(watched, loop.stop_best, stop_mode):
+            loop.stop_best, loop.stale_evals = watched, 0
+        else:
+            loop.stale_evals += 1
+        save(epoch, ("latest", "best") if improved else ("latest",))
 
-    for epoch in range(1, epochs + 1):
-        steps_this_epoch = min(steps_per_epoch, total - step)
+    def diverged(in_flight: deque, keep: int) -> bool:
+        """Pop (and check) losses until at most `keep` steps are in flight."""
+        while len(in_flight) > keep:
+            step_no, loss = in_flight.popleft()
+            if not np.isfinite(float(to_host(loss))):
+                res.stop, res.diverged_step = "diverged", step_no
+                return True
+        return False
+
+    for epoch in range(res.epochs_completed + 1, epochs + 1):
+        steps_this_epoch = min(steps_per_epoch, total - (epoch - 1) * steps_per_epoch)
+        skip = loop.step - (epoch - 1) * steps_per_epoch  # > 0 only when resuming mid-epoch
         console.start_epoch(epoch, epochs, steps_this_epoch)
         in_flight: deque = deque()
         t_epoch, epoch_steps = time.perf_counter(), 0
         batches = epoch_batches(len(data.x_train), batch, seed=cfg.seed, epoch=epoch)
         for i, idx in zip(range(steps_this_epoch), batches, strict=False):
+            if i < skip:
+                continue
+            if should_stop():
+                res.stop = "preempted"
+                break
             res.state, m = strategy.train_step(
                 res.state, put(data.x_train[idx]), put(data.y_train[idx])
             )
-            step, epoch_steps = step + 1, epoch_steps + 1
+            loop.step, epoch_steps = loop.step + 1, epoch_steps + 1
             log.add(m)
-            in_flight.append(m["loss"])
-            if step == 1:  # keep compilation out of the throughput figure
+            in_flight.append((loop.step, m["loss"]))
+            if loop.step == first_step:  # keep compilation out of the throughput figure
                 jax.block_until_ready(m["loss"])
                 t_epoch, epoch_steps = time.perf_counter(), 0
-            if len(in_flight) > tr.sync_every:
-                in_flight.popleft().block_until_ready()
+            if diverged(in_flight, tr.sync_every):
+                break
             log.flush()  # the previous window, while this step runs
-            if step % tr.log_every == 0 or i + 1 == steps_this_epoch:
-                log.close_window(step, epoch, epochs, i + 1, steps_this_epoch)
+            if loop.step % tr.log_every == 0 or i + 1 == steps_this_epoch:
+                log.close_window(loop.step, epoch, epochs, i + 1, steps_this_epoch)
+        if res.stop is None:
+            diverged(in_flight, 0)
+        if res.stop == "diverged":
+            console.end_epoch()
+            break  # the last good checkpoint stays the latest one
+        if res.stop == "preempted" and log.window:
+            log.close_window(
+                loop.step,
+                epoch,
+                epochs,
+                loop.step - (epoch - 1) * steps_per_epoch,
+                steps_this_epoch,
+            )
         log.flush()
         jax.block_until_ready(res.state.params)
         timed_steps += epoch_steps
         timed_s += time.perf_counter() - t_epoch
         console.end_epoch()
-        res.steps, res.epochs_completed = step, epoch
-        if epoch % tr.eval_every == 0 or step >= total:
+        if res.stop == "preempted":
+            save(epoch)
+            break
+        res.epochs_completed = epoch
+        if epoch % tr.eval_every == 0 or loop.step >= total:
             run_eval(epoch)
-        if step >= total:
+        if loop.step >= total:
+            break
+        if stop_cfg.patience is not None and loop.stale_evals >= stop_cfg.patience:
+            res.stop = "early_stopped"
             break
     res.train_time_s = timed_s
     res.samples_per_sec = timed_steps * batch / timed_s if timed_s > 0 else float("nan")

@@ -1,0 +1,98 @@
+"""Load a finished (or interrupted) run back: its config, data, model and a checkpoint.
+
+Used by `dlx eval`, `dlx explain`, `dlx sample`, `init_from=` and resume. Reads YAML, JSON
+and Orbax arrays only: nothing loaded from disk can run code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlx.errors import UserError
+
+
+def find_run_dir(path: str | Path) -> Path:
+    """The run dir for a run dir, its checkpoints/ dir or one checkpoint step inside it."""
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise UserError(f"no such run directory: {p}", hint="list runs with `dlx runs`")
+    for candidate in (p, *p.parents):
+        if (candidate / "config.yaml").is_file() and (candidate / "checkpoints").is_dir():
+            return candidate
+    raise UserError(
+        f"{p} is not a dlx run directory (no config.yaml and checkpoints/ found)",
+        hint="pass outputs/<recipe>/<time>_<id>; list runs with `dlx runs`",
+    )
+
+
+def load_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """The run's saved config with `key=value` overrides (e.g. another data.path) applied."""
+    from dlx.config.compose import validate
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    OmegaConf.set_struct(cfg, True)
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if not sep:
+            raise UserError(f"override '{o}' is not key=value")
+        if OmegaConf.select(cfg, key.lstrip("+"), default="__missing__") == "__missing__":
+            raise UserError(
+                f"unknown config key '{key}' in the run's config.yaml",
+                hint=f"see {run_dir / 'config.yaml'}",
+            )
+        OmegaConf.update(cfg, key.lstrip("+"), OmegaConf.create({"v": value}).v, merge=False)
+    OmegaConf.set_struct(cfg, False)
+    return validate(cfg)
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: DictConfig
+    data: Any
+    model: Any
+    state: Any  # TrainState on one device
+    meta: dict
+    step: int
+
+
+def template_state(cfg: DictConfig, model: Any, input_shape: tuple, dtype: Any) -> Any:
+    """A freshly initialised TrainState with the run's shapes (values get restored over it)."""
+    import jax
+    import jax.numpy as jnp
+
+    from dlx.train.optim import make_optimizer
+    from dlx.train.step import TrainState
+
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape), dtype))["params"]
+    tx, _ = make_optimizer(cfg.optim, cfg.schedule, 1)
+    return TrainState.create(model.apply, params, tx, jax.random.PRNGKey(0))
+
+
+def load_run(
+    path: str | Path, overrides: Sequence[str] = (), kind: str = "best", step: int | None = None
+) -> LoadedRun:
+    """Config, data, model and the `kind` (best/latest) checkpoint (or `step`) of a run."""
+    from dlx.checkpoint import RunCheckpoints
+    from dlx.data import load_dataset
+    from dlx.models import build_model
+
+    run_dir = find_run_dir(path)
+    cfg = load_config(run_dir, overrides)
+    data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), data.num_classes)
+    template = template_state(cfg, model, data.input_shape, data.x_train.dtype)
+    ckpt = RunCheckpoints(run_dir / "checkpoints", create=False)
+    if step is not None and step not in ckpt.steps(kind):
+        raise UserError(
+            f"no {kind} checkpoint at step {step} in {run_dir}",
+            hint=f"saved {kind} steps: {ckpt.steps(kind) or 'none'}",
+        )
+    state, meta = ckpt.restore(template, kind, step)
+    ckpt.close()
+    return LoadedRun(run_dir, cfg, data, model, state, meta, int(state.step))
