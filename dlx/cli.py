@@ -306,6 +306,36 @@ def launch(
         raise typer.Exit(code)
 
 
+@app.command(
+    epilog="""Examples:
+
+  dlx sample outputs/transformer/2026-11-30_12-00-00_ab12 --prompt "It is a truth"\n
+  dlx sample RUN --tokens 500 --temperature 0.6 --top-k 20 --seed 3\n
+  dlx sample RUN --temperature 0                    # greedy"""
+)
+def sample(
+    run: Annotated[Path, typer.Argument(help="A language-model run dir (recipe=transformer).")],
+    prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
+    tokens: Annotated[int, typer.Option(help="Characters to generate.")] = 200,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample among the k likeliest.")] = 40,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    latest: Annotated[bool, typer.Option("--latest", help="Latest, not best, checkpoint.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Generate text from a character-level language model's checkpoint."""
+
+    def go() -> None:
+        from dlx.sample import sample as run_sample
+
+        text = run_sample(
+            run, prompt, tokens, temperature, top_k, seed, "latest" if latest else "best"
+        )
+        typer.echo(text)
+
+    _guard(debug, go)
+
+
 def main() -> Any:
     return app()
 

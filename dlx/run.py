@@ -285,7 +285,9 @@ def _test(
     if result.loop.best_params is not None:
         best = strategy.unreplicate(result.state).replace(params=result.loop.best_params)
         state, tested = strategy.place(best), f"best (step {result.loop.best.get('step')})"
-    test = evaluate(state, data.x_test, data.y_test, cfg.data.eval_batch_size, strategy)
+    test = evaluate(
+        state, data.x_test, data.y_test, cfg.data.eval_batch_size, strategy, lm=data.task == "lm"
+    )
     test = {f"test/{k}": v for k, v in test.items()}
     metrics.write(
         {"step": result.steps, "epoch": result.epochs_completed, "checkpoint": tested, **test}

@@ -73,7 +73,12 @@ class LoopResult:
 
 
 def evaluate(
-    state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, strategy: Strategy
+    state: TrainState,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    strategy: Strategy,
+    lm: bool = False,
 ) -> dict:
     """Loss and accuracy over every example exactly once (padded final batch is masked)."""
     sums = None
@@ -85,11 +90,15 @@ def evaluate(
         return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
     sums = to_host(sums)
     n = max(float(sums["labels"]), 1.0)
-    return {
+    out = {
         "loss": float(sums["loss_sum"]) / n,
         "accuracy": float(sums["correct"]) / n,
         "count": int(sums["count"]),
     }
+    if lm:  # loss is mean nats per predicted token (a character for char-level LMs)
+        out["bits_per_char"] = out["loss"] / math.log(2)
+        out["perplexity"] = math.exp(min(out["loss"], 700.0))
+    return out
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
@@ -176,7 +185,14 @@ def train_loop(
             checkpoints.save(strategy.unreplicate(res.state), loop.meta(epoch), kinds)
 
     def run_eval(epoch: int) -> None:
-        out = evaluate(res.state, data.x_val, data.y_val, cfg.data.eval_batch_size, strategy)
+        out = evaluate(
+            res.state,
+            data.x_val,
+            data.y_val,
+            cfg.data.eval_batch_size,
+            strategy,
+            lm=data.task == "lm",
+        )
         rec = {f"val/{k}": v for k, v in out.items()}
         metrics.write({"step": loop.step, "epoch": epoch, **rec})
         console.metrics_table(f"val after epoch {epoch} (step {loop.step})", rec)
