@@ -198,9 +198,11 @@ def eval_(
     ] = None,
     debug: Debug = False,
 ) -> None:
-    """Evaluate a run's checkpoint (best by default) with its saved config: loss and accuracy,
-    per-class precision/recall/F1 and a confusion matrix (classifiers), bits per character and
-    perplexity (language models)."""
+    """Evaluate a run's best checkpoint (or --latest, --step N) on test (or --split).
+
+    Uses the run's saved config (overrides allowed). Loss and accuracy; classifiers add
+    per-class precision/recall/F1 and a confusion matrix PNG, language models bits per
+    character and perplexity. Writes eval_<split>_<step>.json in the run dir."""
 
     def go() -> None:
         from dlx.evaluate import print_result, run_eval
@@ -234,8 +236,10 @@ def runs(
     ] = False,
     debug: Debug = False,
 ) -> None:
-    """Table of runs: recipe, status (running, finished, failed, ...), best metric, steps,
-    duration, start time and run dir, read from each run's summary.json."""
+    """List runs under outputs/: status, best metric, steps, duration, start, run dir.
+
+    Read from each run's summary.json. Status: running, finished, diverged, preempted,
+    failed (also a "running" run whose process is gone), unknown (no summary), corrupt."""
 
     def go() -> None:
         import json
@@ -332,6 +336,95 @@ def sample(
             run, prompt, tokens, temperature, top_k, seed, "latest" if latest else "best"
         )
         typer.echo(text)
+
+    _guard(debug, go)
+
+
+@app.command(
+    epilog="""Examples:
+
+  dlx plot outputs/digits/2026-11-30_12-00-00_ab12 outputs/digits/2026-11-30_12-05-00_cd34\n
+  dlx plot outputs/digits --metric val/accuracy --out digits.png   # every run in the folder\n
+  dlx plot RUN1 RUN2 --metric train/loss --metric val/loss\n
+  A run's own curves are drawn at the end of training: <run dir>/plots/*.png."""
+)
+def plot(
+    run_dirs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run dirs (outputs/<recipe>/<time>_<id>), or folders holding runs.",
+            show_default=False,
+        ),
+    ],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="A metric key from metrics.jsonl, e.g. val/accuracy; repeat for more panels "
+            "(default: train/loss, val/loss, val/accuracy).",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")] = Path("runs.png"),
+    debug: Debug = False,
+) -> None:
+    """Overlay several runs' curves (one line per run, one panel per metric) in one PNG."""
+
+    def go() -> None:
+        from dlx.track.plots import plot_runs
+
+        typer.echo(f"wrote {plot_runs(run_dirs, metric or [], out)}")
+
+    _guard(debug, go)
+
+
+@app.command(
+    epilog="""Examples:
+
+  dlx explain outputs/digits/2026-11-30_12-00-00_ab12            # 16 test examples\n
+  dlx explain outputs/cnn_small/2026-11-30_12-00-00_ab12 --n 8 --steps 128\n
+  dlx explain outputs/transformer/2026-11-30_12-00-00_ab12       # attention maps\n
+  dlx explain RUN --latest data.path=/data/mnist\n
+  Writes <run dir>/explain/: saliency.png, integrated_gradients.png (images),
+  time_attribution.png (sequences), attention_layer<i>.png (Transformers), attributions.npz."""
+)
+def explain(
+    path: Annotated[
+        str, typer.Argument(help="A run dir (outputs/<recipe>/<time>_<id>).", show_default=False)
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="key=value changes to the run's saved config (e.g. data.path=...).",
+            show_default=False,
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Test examples to explain.")] = 16,
+    steps: Annotated[
+        int,
+        typer.Option(
+            "--steps",
+            min=1,
+            help="Integrated-gradients steps to start with (doubled, up to 16x, until "
+            "attributions sum to f(x) - f(baseline) within 1%).",
+        ),
+    ] = 64,
+    latest: Annotated[bool, typer.Option("--latest", help="Latest, not best, checkpoint.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Explain a run's predictions: saliency, integrated gradients, attention maps (PNGs).
+
+    Image and sequence classifiers: input gradients and integrated gradients of the predicted
+    logit for N test examples; Transformers: attention weights per layer and head."""
+
+    def go() -> None:
+        from dlx.explain import explain_run
+
+        kind = "latest" if latest else "best"
+        result = explain_run(path, n=n, steps=steps, overrides=overrides or [], kind=kind)
+        for note in result.notes:
+            typer.echo(note)
+        typer.echo(f"wrote {result.out_dir}/: {', '.join(p.name for p in result.files)}")
 
     _guard(debug, go)
 

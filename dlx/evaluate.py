@@ -154,6 +154,12 @@ def pick_checkpoint(
         if len(rel) > 1 and rel[1].isdigit():
             return rel[0], int(rel[1])
         return rel[0], None
+    if not saved["best"] and saved["latest"]:  # e.g. preempted before its first eval
+        raise UserError(
+            f"{run_dir} has no best checkpoint yet, only latest "
+            f"(steps {', '.join(map(str, saved['latest']))})",
+            hint="evaluate it with --latest (or --step N)",
+        )
     return "best", None
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from dlx.errors import UserError
@@ -45,7 +46,8 @@ def load_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
                 f"unknown config key '{key}' in the run's config.yaml",
                 hint=f"see {run_dir / 'config.yaml'}",
             )
-        OmegaConf.update(cfg, key.lstrip("+"), OmegaConf.create({"v": value}).v, merge=False)
+        # The same typing as Hydra's grammar for plain values: 32 -> int, [8,16] -> list.
+        OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value), merge=False)
     OmegaConf.set_struct(cfg, False)
     return validate(cfg)
 
@@ -62,16 +64,22 @@ class LoadedRun:
 
 
 def template_state(cfg: DictConfig, model: Any, input_shape: tuple, dtype: Any) -> Any:
-    """A freshly initialised TrainState with the run's shapes (values get restored over it)."""
+    """A TrainState of shapes only (values get restored over it): eval_shape skips running
+    the initialisers, which dominated the time to load a run."""
     import jax
     import jax.numpy as jnp
 
     from dlx.train.optim import make_optimizer
     from dlx.train.step import TrainState
 
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape), dtype))["params"]
     tx, _ = make_optimizer(cfg.optim, cfg.schedule, 1)
-    return TrainState.create(model.apply, params, tx, jax.random.PRNGKey(0))
+
+    def create() -> TrainState:
+        sample = jnp.zeros((1, *input_shape), dtype)
+        params = model.init(jax.random.PRNGKey(0), sample)["params"]
+        return TrainState.create(model.apply, params, tx, jax.random.PRNGKey(0))
+
+    return jax.eval_shape(create)
 
 
 def load_run(
