@@ -104,6 +104,10 @@ def train(
 ) -> tuple[Path | None, dict]:
     """Run (or resume) training; returns the run directory (None on processes other than 0)
     and the summary."""
+    if cfg.get("continual"):  # a stream of tasks: its own loop (dlx/continual)
+        from dlx.continual import run_continual
+
+        return run_continual(cfg, overrides, resume_dir=resume_dir)
     from dlx.runtime import configure_runtime
 
     configure_runtime(cfg.parallel, cfg.dist)  # before any other JAX call

@@ -105,6 +105,7 @@ class DlxConfig:
     dist: DistConfig = field(default_factory=DistConfig)
     # logger name -> its settings (conf/logger/*.yaml); metrics.jsonl is always written
     logger: dict[str, Any] = field(default_factory=dict)
+    continual: Any = None  # a task stream (dlx/continual): set by recipes/continual*.yaml
 
 
 CHOICES = {
