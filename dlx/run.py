@@ -118,7 +118,9 @@ def train(
     from dlx.data import load_dataset
     from dlx.models import build_model
     from dlx.track.console import RunConsole, attach_log_file, log
-    from dlx.track.metrics import MetricsWriter
+    from dlx.track.loggers import check_loggers, make_logger
+    from dlx.track.plots import plot_run
+    from dlx.track.profile import check_profile, make_profiler
     from dlx.train.loop import LoopState, evaluate, train_loop
     from dlx.train.optim import make_optimizer
     from dlx.train.parallel import make_strategy, to_host
@@ -135,6 +137,8 @@ def train(
     data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True), data.num_classes)
     _check_batch(cfg, data)
+    check_loggers(list(cfg.logger))
+    check_profile(cfg.trainer)
     steps_per_epoch = len(data.x_train) // cfg.data.batch_size
     total = steps_per_epoch * cfg.trainer.epochs
     if cfg.trainer.max_steps is not None:
@@ -183,9 +187,12 @@ def train(
             )
         write_json(run_dir / "meta.json", meta)
         handler = attach_log_file(run_dir / "train.log")
-        metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        metrics = make_logger(
+            list(cfg.logger), run_dir, cfg, resume_step=start.step if start is not None else None
+        )
         if cfg.trainer.checkpoint:
             checkpoints = RunCheckpoints(run_dir / "checkpoints")
+    profiler = make_profiler(cfg.trainer, run_dir)  # a no-op unless trainer.profile=true
     summary: dict[str, Any] = {
         "status": "running",
         "recipe": cfg.recipe,
@@ -225,6 +232,7 @@ def train(
                 checkpoints=checkpoints,
                 start=start,
                 should_stop=stop,
+                profiler=profiler,
             )
         summary.update(
             steps=result.steps,
@@ -267,6 +275,9 @@ def train(
         if checkpoints is not None:
             checkpoints.wait()
             checkpoints.close()
+        profiler.close()
+        if run_dir is not None:
+            plot_run(run_dir)  # plots/*.png; a warning, never an error, if it fails
         metrics.close()
         if handler is not None:
             log.removeHandler(handler)

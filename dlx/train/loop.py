@@ -162,6 +162,7 @@ def train_loop(
     checkpoints: Any | None,
     start: LoopState | None = None,
     should_stop: Any = lambda: False,
+    profiler: Any = None,
 ) -> LoopResult:
     """Train `state` (already placed by `strategy`) from `start` (resume) or step 0."""
     tr, batch = cfg.trainer, int(cfg.data.batch_size)
@@ -233,6 +234,8 @@ def train_loop(
             if should_stop():
                 res.stop = "preempted"
                 break
+            if profiler is not None:  # starts/stops a jax.profiler trace (trainer.profile)
+                profiler.on_step(loop.step + 1, res.state)
             res.state, m = strategy.train_step(
                 res.state, put(data.x_train[idx]), put(data.y_train[idx])
             )
@@ -276,6 +279,8 @@ def train_loop(
         if stop_cfg.patience is not None and loop.stale_evals >= stop_cfg.patience:
             res.stop = "early_stopped"
             break
+    if profiler is not None:
+        profiler.close(res.state)  # training ended inside trainer.profile_steps
     res.train_time_s = timed_s
     res.samples_per_sec = timed_steps * batch / timed_s if timed_s > 0 else float("nan")
     return res

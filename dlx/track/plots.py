@@ -1,0 +1,215 @@
+"""PNG plots from metrics.jsonl: a run's learning curves and LR schedule, and several runs'
+curves overlaid (`dlx plot`).
+
+Uses matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dlx.errors import UserError, suggest
+from dlx.track.metrics import read_metrics
+
+SPLITS = ("train", "val", "test")
+# Not learning curves: the x-axis helpers, bookkeeping and speed.
+NOT_CURVES = ("lr", "count", "samples_per_sec", "step_time_s")
+DEFAULT_COMPARE = ("train/loss", "val/loss", "val/accuracy")
+
+Series = dict[str, list[tuple[int, float]]]  # "val/loss" -> [(step, value), ...]
+
+
+def read_series(path: Path) -> Series:
+    """Every numeric `split/metric` of a metrics.jsonl as (step, value) points, in order."""
+    out: Series = defaultdict(list)
+    for rec in read_metrics(path):
+        step = rec.get("step")
+        if not isinstance(step, int):
+            continue
+        for key, value in rec.items():
+            if "/" not in key or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                out[key].append((step, float(value)))
+    return dict(out)
+
+
+def _figure(panels: int, width: float = 4.2, height: float = 3.3) -> tuple[Any, list[Any]]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(panels, 3)
+    rows = math.ceil(panels / cols)
+    fig = Figure(figsize=(width * cols, height * rows), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(panels)]
+    return fig, axes
+
+
+def _curve_names(series: Series) -> list[str]:
+    """Metric names with a curve, loss and accuracy first: ['loss', 'accuracy', 'grad_norm']."""
+    names = {k.split("/", 1)[1] for k in series if k.split("/", 1)[0] in SPLITS}
+    names -= set(NOT_CURVES)
+    first = [n for n in ("loss", "accuracy") if n in names]
+    return first + sorted(names - set(first))
+
+
+def learning_curves(series: Series, path: Path, title: str = "") -> Path | None:
+    """One panel per metric: train (line), val (markers), test (star at its step)."""
+    names = _curve_names(series)
+    if not names:
+        return None
+    fig, axes = _figure(len(names))
+    styles = {
+        "train": {"lw": 1.2, "alpha": 0.8},
+        "val": {"marker": "o", "ms": 4, "lw": 1.5},
+        "test": {"marker": "*", "ms": 12, "ls": "none"},
+    }
+    for ax, name in zip(axes, names, strict=True):
+        for split in SPLITS:
+            pts = series.get(f"{split}/{name}")
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, label=split, **styles[split])
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path)
+    return path
+
+
+def lr_schedule(series: Series, path: Path, title: str = "") -> Path | None:
+    pts = series.get("train/lr")
+    if not pts:
+        return None
+    fig, (ax,) = _figure(1, width=5, height=3)
+    xs, ys = zip(*pts, strict=True)
+    ax.plot(xs, ys, marker=".", ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"learning rate{' - ' + title if title else ''}", fontsize=10)
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.grid(alpha=0.3)
+    fig.savefig(path)
+    return path
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """plots/learning_curves.png and plots/lr_schedule.png from the run's metrics.jsonl.
+    Returns the files written (none when there is nothing to plot); a plot that fails is a
+    warning on stderr, never a failed run."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return []
+    try:
+        series = read_series(metrics)
+        out = run_dir / "plots"
+        out.mkdir(exist_ok=True)
+        title = f"{run_dir.parent.name}/{run_dir.name}"
+        written = [
+            learning_curves(series, out / "learning_curves.png", title),
+            lr_schedule(series, out / "lr_schedule.png", title),
+        ]
+        return [p for p in written if p is not None]
+    except Exception as err:
+        print(f"warning: plots not written: {type(err).__name__}: {err}", file=sys.stderr)
+        return []
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run dirs (with a metrics.jsonl) for each path: a run dir, or a folder holding runs
+    (e.g. outputs/digits)."""
+    runs: list[Path] = []
+    for p in paths:
+        p = Path(p).expanduser()
+        if (p / "metrics.jsonl").is_file():
+            runs.append(p)
+        elif p.is_dir() and (found := sorted(m.parent for m in p.glob("**/metrics.jsonl"))):
+            runs.extend(found)
+        else:
+            raise UserError(
+                f"no metrics.jsonl in {p}",
+                hint="pass run dirs, e.g. outputs/digits/<time>_<id>, or a folder holding runs",
+            )
+    return list(dict.fromkeys(r.resolve() for r in runs))
+
+
+def plot_runs(
+    paths: Sequence[str | Path], metrics: Sequence[str] = (), out: Path | None = None
+) -> Path:
+    """Overlay several runs' curves: one panel per metric, one line per run. With no
+    `metrics`, the ones in DEFAULT_COMPARE that some run has."""
+    runs = find_runs(paths)
+    data = {run: read_series(run / "metrics.jsonl") for run in runs}
+    have = {k for s in data.values() for k in s}
+    if metrics:
+        missing = [m for m in metrics if m not in have]
+        if missing:
+            raise UserError(
+                f"no run has the metric {', '.join(missing)}.{suggest(missing[0], have)}",
+                hint=f"metrics in these runs: {', '.join(sorted(have)) or '(none)'}",
+            )
+    else:
+        metrics = [m for m in DEFAULT_COMPARE if m in have]
+        if not metrics:
+            raise UserError("these runs have no metrics to plot yet", hint="train first")
+    out = Path(out) if out is not None else Path("runs.png")
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out} must end in .png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = _figure(len(metrics), width=5, height=3.6)
+    labels = _labels(runs)
+    for ax, metric in zip(axes, metrics, strict=True):
+        for run in runs:
+            pts = data[run].get(metric)
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            marker = "o" if len(pts) <= 30 else None
+            ax.plot(xs, ys, marker=marker, ms=3, lw=1.3, label=labels[run])
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    # One legend for every panel (a run keeps its colour across panels).
+    handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        loc="outside lower center",
+        fontsize=8,
+        ncols=min(len(handles), 2),
+    )
+    fig.savefig(out)
+    return out.resolve()
+
+
+def _labels(runs: Sequence[Path]) -> dict[Path, str]:
+    """`recipe/<id>` plus the overrides typed for the run (what usually tells runs apart)."""
+    import yaml
+
+    out = {}
+    for run in runs:
+        label = f"{run.parent.name}/{run.name.rsplit('_', 1)[-1]}"
+        try:
+            typed = yaml.safe_load((run / "overrides.yaml").read_text()) or []
+        except (OSError, yaml.YAMLError):
+            typed = []
+        shown = [
+            str(o)
+            for o in typed
+            if not str(o).startswith(("recipe=", "outputs.", "trainer.progress"))
+        ]
+        if shown:
+            text = " ".join(shown)
+            label += " " + (text if len(text) <= 48 else text[:45] + "...")
+        out[run] = label
+    return out
