@@ -14,6 +14,8 @@ from dlx.data.dataset import Dataset
 from dlx.data.digits import load_digits
 from dlx.data.mnist import load_mnist
 from dlx.data.mnist_1d import load_mnist1d
+from dlx.data.mnist_rows import load_mnist_rows
+from dlx.data.text import load_text
 from dlx.errors import DataError, suggest
 
 __all__ = ["DATASETS", "Dataset", "epoch_batches", "eval_batches", "load_dataset"]
@@ -23,6 +25,8 @@ DATASETS: dict[str, Callable[[Mapping[str, Any], int], Dataset]] = {
     "mnist": load_mnist,
     "digits": load_digits,
     "mnist1d": load_mnist1d,
+    "mnist_rows": load_mnist_rows,
+    "text": load_text,
 }
 
 

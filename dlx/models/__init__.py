@@ -12,8 +12,18 @@ from dlx.errors import UserError, suggest
 def _registry() -> dict[str, type]:
     # Imported here so `import dlx.models` stays cheap until a model is built.
     from dlx.models.cnn import CNN, CNNSmall
+    from dlx.models.cnn1d import CNN1D
+    from dlx.models.rnn import RNNClassifier
+    from dlx.models.transformer import TransformerClassifier, TransformerLM
 
-    return {"cnn": CNN, "cnn_small": CNNSmall}
+    return {
+        "cnn": CNN,
+        "cnn_small": CNNSmall,
+        "cnn1d": CNN1D,
+        "rnn": RNNClassifier,
+        "transformer_cls": TransformerClassifier,
+        "transformer_lm": TransformerLM,
+    }
 
 
 def model_names() -> list[str]:
