@@ -26,7 +26,6 @@ STRATEGIES = ("single", "pmap", "sharded")
 def measure(recipe: str, steps: int, rounds: int) -> dict:
     """In this process: median samples/s of every strategy over this process's devices."""
     import jax
-    import numpy as np
     from omegaconf import OmegaConf
 
     from dlx.config import compose

@@ -108,15 +108,19 @@ def train(
         from dlx.continual import run_continual
 
         return run_continual(cfg, overrides, resume_dir=resume_dir)
+    from dlx.data import load_dataset
+    from dlx.models import build_model
     from dlx.runtime import configure_runtime
 
-    configure_runtime(cfg.parallel, cfg.dist)  # before any other JAX call
+    # Data (numpy) and the model (a Flax module object) come first: they size the CPU
+    # platform, which must be set before any JAX computation starts the backend.
+    data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), data.num_classes)
+    configure_runtime(cfg.parallel, cfg.dist, cfg.data.batch_size, model, data.x_train[:1])
     import jax
     import jax.numpy as jnp
 
     from dlx.checkpoint import RunCheckpoints
-    from dlx.data import load_dataset
-    from dlx.models import build_model
     from dlx.track.console import RunConsole, attach_log_file, log
     from dlx.track.loggers import check_loggers, make_logger
     from dlx.track.plots import plot_run
@@ -134,8 +138,6 @@ def train(
     # Everything that can fail on bad input happens before anything is written.
     strategy = make_strategy(cfg.parallel.name, cfg.parallel.devices)
     strategy.check_batch(cfg.data.batch_size)
-    data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
-    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), data.num_classes)
     _check_batch(cfg, data)
     check_loggers(list(cfg.logger))
     check_profile(cfg.trainer)

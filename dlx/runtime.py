@@ -1,12 +1,43 @@
-"""JAX runtime set-up that must happen before any other JAX call: the multi-host
-distributed runtime and the number of CPU devices."""
+"""JAX runtime set-up that must happen before any other JAX call: the multi-host distributed
+runtime, the number of CPU devices and XLA's flags.
+
+CPU defaults, measured on a 2-core machine (README "Performance"; benchmarks/vs_pytorch.py and
+end_to_end.py; medians of rounds alternated within one run):
+
+- Split the batch over fake CPU devices only where it pays: for a model that convolves, and
+  only as far as each device keeps >= 16 examples and >= 16 MNIST images' worth of input
+  values (12,544) per step, up to 8 devices that divide the per-process batch evenly.
+  CNN recipe (batch 128): 8 devices, 2.2-2.9x one device's samples/s (XLA:CPU runs a device's
+  ops one after another, max-pool's gradient on one thread; smaller per-device batches also
+  keep activations in cache: +12% even pinned to one core); 16 devices 0.74x of 8;
+  cnn_small (batch 32): 2 devices 1.15x. Everything else lost, to the per-step all-reduce
+  and per-device dispatch: 8 devices (2) ran an MLP 784-400-10 at 0.14x (0.51x), the GRU of
+  rnn_rows 0.32x (0.88x), cnn1d on MNIST-1D's 40 values 0.34x (0.87x), digits 0.20x (0.77x).
+- XLA flags: none beyond XLA's own defaults. Its YNNPACK fusions (on by default in this
+  jaxlib; they run the convolutions and dots) are worth 1.4x here: turning them off
+  (`--xla_cpu_experimental_ynn_fusion_type=`) gave 0.71x. `--xla_cpu_use_onednn`,
+  `--xla_cpu_use_xnnpack`, `--xla_cpu_experimental_onednn_custom_call` and the oneDNN/XNN
+  fusion types leave the compiled step unchanged; `--xla_cpu_multi_thread_eigen=false` 0.98x,
+  `--xla_cpu_enable_fast_math=true` 1.01x, YNN on every fusion type 1.02x: noise.
+
+Every default is overridable: `parallel.cpu_devices=N` (XLA_FLAGS'
+`--xla_force_host_platform_device_count` wins over it), `parallel.xla_flags="--flag=value"`
+(added to XLA_FLAGS; the same flag in the environment's XLA_FLAGS wins).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 from dlx.errors import UserError
+
+MAX_AUTO_CPU_DEVICES = 8
+MIN_EXAMPLES_PER_DEVICE = 16
+MIN_INPUT_PER_DEVICE = 16 * 28 * 28  # input values per device per step: 16 MNIST images
+DEFAULT_XLA_FLAGS: tuple[str, ...] = ()  # measured: nothing beats XLA's defaults (see above)
+FORCE_DEVICES_FLAG = "xla_force_host_platform_device_count"
 
 
 def usable_cores() -> int:
@@ -16,31 +47,136 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_device_count(parallel: Any) -> int | None:
-    """How many CPU devices to create, or None to leave JAX's default.
+def auto_cpu_devices(
+    batch_size: int, example_size: int, processes: int = 1, cap: int = MAX_AUTO_CPU_DEVICES
+) -> int:
+    """How many CPU devices to split each process's share of a global batch over.
 
-    XLA:CPU runs one device's ops on a shared thread pool; splitting the global batch over
-    one fake device per core measured faster here (see README "Scaling out"), so `auto`
-    makes one device per usable core for the data-parallel strategies. `single` uses one.
+    The most devices, up to `cap`, that divide the per-process batch evenly and leave each
+    at least MIN_EXAMPLES_PER_DEVICE examples and MIN_INPUT_PER_DEVICE input values
+    (`example_size` values per example); 1 when no split does.
     """
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    per_process = max(batch_size // max(processes, 1), 1)
+    best = 1
+    for n in range(2, cap + 1):
+        share = per_process // n
+        if (
+            per_process % n == 0
+            and share >= MIN_EXAMPLES_PER_DEVICE
+            and share * example_size >= MIN_INPUT_PER_DEVICE
+        ):
+            best = n
+    return best
+
+
+def model_convolves(model: Any, example: Any) -> bool:
+    """Whether `model.init` on one batch like `example` runs a convolution.
+
+    Traced abstractly (`jax.make_jaxpr` on shapes): JAX's backend is not started, so this can
+    run before the CPU device count is set. False when the model cannot be traced that way.
+    """
+    import jax
+    import numpy as np
+
+    key = jax.ShapeDtypeStruct((2,), np.uint32)
+    x = jax.ShapeDtypeStruct(tuple(example.shape), example.dtype)
+    try:
+        jaxpr = jax.make_jaxpr(model.init)(key, x).jaxpr
+    except Exception:  # a heuristic: any failure means "don't split"
+        return False
+    return "conv_general_dilated" in _primitives(jaxpr)
+
+
+def _primitives(jaxpr: Any) -> set[str]:
+    """Names of the primitives in a jaxpr and every jaxpr nested in it (jit, scan, cond...)."""
+    names: set[str] = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(inner, "eqns"):
+                    names |= _primitives(inner)
+    return names
+
+
+def cpu_device_count(
+    parallel: Any,
+    batch_size: int | None = None,
+    example_shape: tuple[int, ...] | None = None,
+    convolves: bool = False,
+    processes: int = 1,
+    xla_flags: str | None = None,
+) -> int | None:
+    """How many CPU devices to create, or None to leave JAX's default (one).
+
+    `parallel.cpu_devices` is an integer, or `auto`: one device for `single` and for models
+    that don't convolve (`convolves`), else `auto_cpu_devices` of the global batch and one
+    example's shape (one device when these are not given); never fewer than
+    `parallel.devices` asks to use. `--xla_force_host_platform_device_count` in XLA_FLAGS
+    (`xla_flags`, default: the environment's) wins over all of it.
+    """
+    flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+    if FORCE_DEVICES_FLAG in flags:
         return None  # the user chose explicitly
     want = parallel.get("cpu_devices", "auto")
     if want in (None, "auto"):
-        return None if parallel.get("name") == "single" else usable_cores()
-    if not isinstance(want, int) or want < 1:
+        if parallel.get("name") == "single":
+            return None
+        n = 1
+        if convolves and batch_size is not None and example_shape is not None:
+            n = auto_cpu_devices(batch_size, math.prod(example_shape), processes)
+        asked = parallel.get("devices")
+        if isinstance(asked, int) and asked > n:
+            n = asked
+        return n if n > 1 else None
+    if isinstance(want, bool) or not isinstance(want, int) or want < 1:
         raise UserError(f"parallel.cpu_devices must be 'auto' or a positive integer, got {want!r}")
     return want
 
 
-def configure_runtime(parallel: Any, dist: Any) -> None:
-    """Start the distributed runtime (multi-host) and size the CPU platform."""
+def _flag_name(token: str) -> str:
+    return token.lstrip("-").split("=", 1)[0]
+
+
+def merge_xla_flags(
+    env: str, config: str | None, defaults: tuple[str, ...] = DEFAULT_XLA_FLAGS
+) -> str:
+    """XLA_FLAGS for this run: dlx's defaults, then `parallel.xla_flags`, then the environment's;
+    a flag named in a later source replaces the same flag from an earlier one."""
+    chosen: dict[str, str] = {}
+    for source in (" ".join(defaults), config or "", env):
+        for token in source.split():
+            chosen.pop(_flag_name(token), None)  # re-insert: keeps each source's order
+            chosen[_flag_name(token)] = token
+    return " ".join(chosen.values())
+
+
+def configure_runtime(
+    parallel: Any,
+    dist: Any,
+    batch_size: int | None = None,
+    model: Any = None,
+    example: Any = None,
+) -> None:
+    """Start the distributed runtime (multi-host), set XLA's flags and size the CPU platform.
+
+    `batch_size` (global), `model` and `example` (an array shaped like one input batch,
+    e.g. `x_train[:1]`) let `parallel.cpu_devices: auto` split the batch over CPU devices;
+    without them it keeps one device.
+    """
     import jax
     from jax._src import xla_bridge
 
     if xla_bridge.backends_are_initialized():
-        return  # e.g. a second run in one process (tests): keep the devices it has
-    n_cpu = cpu_device_count(parallel)
+        return  # e.g. a second run in one process (tests): keep the devices and flags it has
+    flags = merge_xla_flags(os.environ.get("XLA_FLAGS", ""), parallel.get("xla_flags"))
+    if flags != os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = flags  # read by XLA when the backend starts, not at import
+    shape = tuple(example.shape[1:]) if example is not None else None
+    convolves = model is not None and example is not None and model_convolves(model, example)
+    processes = int(dist.get("num_processes") or 1)
+    n_cpu = cpu_device_count(parallel, batch_size, shape, convolves, processes, flags)
     if n_cpu is not None:
         jax.config.update("jax_num_cpu_devices", n_cpu)
     if dist.get("coordinator") or dist.get("initialize"):

@@ -74,6 +74,7 @@ class ParallelConfig:
     name: str = "auto"
     devices: int | None = None
     cpu_devices: Any = "auto"
+    xla_flags: str | None = None
 
 
 @dataclass

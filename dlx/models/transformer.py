@@ -65,8 +65,9 @@ class Encoder(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """Encoder over float sequences (B, T, F) (linear input projection) or token ids (B, T)
-    (when ``vocab_size > 0``); pooled by a mean over real positions or a CLS token."""
+    """Encoder over float sequences (B, T, F) (linear projection of patches of ``patch`` steps)
+    or token ids (B, T) (when ``vocab_size > 0``); pooled by a mean over real positions or a
+    CLS token."""
 
     num_classes: int
     d_model: int = 64
@@ -78,6 +79,7 @@ class TransformerClassifier(nn.Module):
     max_len: int = 512
     pool: str = "mean"  # mean | cls
     vocab_size: int = 0  # > 0: inputs are token ids (0 = padding) embedded to d_model
+    patch: int = 1  # float inputs: this many consecutive steps make one token (as ViT)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -88,6 +90,12 @@ class TransformerClassifier(nn.Module):
             valid = tokens != 0
             h = nn.Embed(self.vocab_size, self.d_model, embedding_init=EMBED_INIT)(tokens)
         else:
+            b, t, f = x.shape
+            if t % self.patch:
+                raise ValueError(f"sequence length {t} is not a multiple of model.patch")
+            # One scalar per token gives attention little to compare; a patch of steps
+            # embedded together is a token with local shape in it.
+            x = x.reshape(b, t // self.patch, self.patch * f)
             valid = jnp.ones(x.shape[:2], bool)  # fixed-length float sequences: nothing padded
             h = nn.Dense(self.d_model)(x)
         if self.pool == "cls":

@@ -1,0 +1,178 @@
+"""Samples/s of a whole `dlx train` epoch against the pure jitted step on the same batches.
+
+- dlx: the real CLI, `dlx train recipe=... trainer.epochs=1 trainer.progress=plain
+  trainer.checkpoint=false` in a fresh process; its summary.json's samples/s. Included: the
+  input pipeline (seeded batch order, gathering each batch from the arrays in memory, putting it
+  on the devices), the loop's bounded steps in flight, train metrics (logged every
+  trainer.log_every steps to metrics.jsonl and the console). Excluded, as dlx excludes them from
+  its samples/s: the first step (compilation) and the val eval after the epoch.
+- pure: a long-lived worker with the same devices, strategy, model, optimizer and the same
+  batches in the same order, already on the devices before the clock starts; it runs only the
+  jitted step (blocking every trainer.sync_every steps, which fake CPU devices need, DESIGN.md).
+
+Rounds alternate (dlx, pure, dlx, pure, ...) so both see the same machine load; the table shows
+medians and the ratio dlx / pure. Target: >= 0.95.
+
+    python benchmarks/end_to_end.py [--recipe cnn] [--rounds 3] [-- KEY=VALUE ...]
+
+Prints a table and writes benchmarks/results/end_to_end.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+from vs_pytorch import ROOT, Worker, serve
+
+
+def pure_worker(overrides: list[str], n_devices: int, name: str) -> None:
+    """Serve rounds of one epoch of the bare jitted step (see the module doc)."""
+    from omegaconf import OmegaConf
+
+    from dlx.config import compose
+    from dlx.data import epoch_batches, load_dataset
+    from dlx.models import build_model
+    from dlx.runtime import configure_runtime
+
+    cfg = compose(overrides)
+    data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    parallel = OmegaConf.merge(cfg.parallel, {"name": name, "cpu_devices": n_devices})
+    configure_runtime(parallel, cfg.dist)  # the device count dlx train chose
+    import jax
+
+    from dlx.train.optim import make_optimizer
+    from dlx.train.parallel import make_strategy
+    from dlx.train.step import TrainState
+
+    batch = int(cfg.data.batch_size)
+    strategy = make_strategy(name, cfg.parallel.devices)
+    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), data.num_classes)
+    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    params = jax.jit(model.init)(init_rng, data.x_train[:1])["params"]
+    steps = len(data.x_train) // batch
+    tx, _ = make_optimizer(cfg.optim, cfg.schedule, steps)
+    state = strategy.place(TrainState.create(model.apply, params, tx, dropout_rng))
+    put = strategy.batch
+    order = epoch_batches(len(data.x_train), batch, seed=cfg.seed, epoch=1)
+    batches = [(put(data.x_train[idx]), put(data.y_train[idx])) for idx in order]
+    jax.block_until_ready(batches)
+    sync_every = int(cfg.trainer.sync_every)
+
+    def run_round() -> float:
+        nonlocal state
+        in_flight: deque = deque()
+        t = time.perf_counter()
+        for x, y in batches:
+            state, m = strategy.train_step(state, x, y)
+            in_flight.append(m["loss"])
+            if len(in_flight) > sync_every:
+                jax.block_until_ready(in_flight.popleft())
+        jax.block_until_ready(state.params)
+        return len(batches) * batch / (time.perf_counter() - t)
+
+    print(f"pure: {strategy.describe()}, {len(batches)} steps a round", file=sys.stderr)
+    serve(run_round)
+
+
+def dlx_epoch(argv: list[str], out: Path, env: dict[str, str]) -> dict:
+    """One `dlx train` epoch in a fresh process: its summary.json and meta.json."""
+    before = set(out.glob("*/*/summary.json"))
+    subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    (path,) = set(out.glob("*/*/summary.json")) - before
+    return {
+        "summary": json.loads(path.read_text()),
+        "meta": json.loads((path.parent / "meta.json").read_text()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--recipe", default="cnn")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "end_to_end.json"))
+    ap.add_argument("overrides", nargs="*", help="more `dlx train` overrides (after --)")
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        overrides, n_devices, name = args.worker
+        pure_worker(json.loads(overrides), int(n_devices), name)
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="dlx-end-to-end-"))
+    overrides = [
+        f"recipe={args.recipe}",
+        "trainer.epochs=1",
+        "trainer.max_steps=null",
+        "trainer.checkpoint=false",
+        "data.limit_eval=1000",
+        *args.overrides,
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    train = [sys.executable, "-m", "dlx", "train", *overrides, "trainer.progress=plain"]
+    train.append(f"outputs.dir={tmp}")
+    runs: list[dict] = []
+    rates: dict[str, list[float]] = {"dlx train epoch": [], "pure jitted step": []}
+    pure = None
+    for _ in range(args.rounds):
+        run = dlx_epoch(train, tmp, env)
+        runs.append(run)
+        rates["dlx train epoch"].append(run["summary"]["samples_per_sec"])
+        if pure is None:  # the devices and strategy dlx train chose
+            n = len(run["meta"]["devices"])
+            name = run["summary"]["parallel"].split()[0]
+            argv = [sys.executable, __file__, "--worker", json.dumps(overrides), str(n), name]
+            pure = Worker("pure jitted step", argv, env)
+            pure.ask()
+        rates["pure jitted step"].append(pure.ask("run")["samples_per_sec"])
+    assert pure is not None
+    note = pure.stderr().strip().splitlines()[-1:]
+    pure.close()
+
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = med["dlx train epoch"] / med["pure jitted step"]
+    summary = runs[-1]["summary"]
+    print(
+        f"recipe {args.recipe}: one epoch of {summary['steps']} steps, {args.rounds} rounds, "
+        f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; dlx: {summary['parallel']}"
+    )
+    print(f"{'':<20}{'median samples/s':>18}{'min':>8}{'max':>8}")
+    for k, v in rates.items():
+        print(f"{k:<20}{med[k]:>18.0f}{min(v):>8.0f}{max(v):>8.0f}")
+    print(f"ratio dlx / pure: {ratio:.3f} (target >= 0.95)   {' '.join(note)}")
+    import jax
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "end_to_end",
+        "command": train[1:],
+        "rounds": args.rounds,
+        "steps": summary["steps"],
+        "parallel": summary["parallel"],
+        "samples_per_sec": rates,
+        "median": med,
+        "ratio": ratio,
+        "dlx_train_time_s": [r["summary"]["train_time_s"] for r in runs],
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg()[0],
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""dlx.runtime's decisions: CPU device count and XLA flags (pure functions; nothing timed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlx.errors import UserError
+from dlx.runtime import (
+    MAX_AUTO_CPU_DEVICES,
+    auto_cpu_devices,
+    cpu_device_count,
+    merge_xla_flags,
+    model_convolves,
+)
+
+MNIST = (28, 28, 1)
+DIGITS = (8, 8, 1)
+
+
+@pytest.mark.parametrize(
+    ("batch", "shape", "processes", "expected"),
+    [
+        (128, MNIST, 1, 8),  # recipe cnn: 16 images per device
+        (256, MNIST, 1, MAX_AUTO_CPU_DEVICES),  # capped
+        (32, MNIST, 1, 2),  # recipe cnn_small: 16 images per device
+        (100, MNIST, 1, 5),  # the most devices that divide the batch and keep >= 16 each
+        (34, MNIST, 1, 2),
+        (17, MNIST, 1, 1),  # prime: no even split
+        (31, MNIST, 1, 1),  # less than two devices' worth
+        (64, DIGITS, 1, 1),  # recipe digits: too little input to split
+        (128, (40,), 1, 1),  # MNIST-1D: 40 values an example
+        (128, MNIST, 2, 4),  # two processes: 64 examples each
+        (4096, DIGITS, 1, 8),  # many small examples add up
+        (128, (64, 64, 3), 1, 8),  # large images: still >= 16 examples per device
+    ],
+)
+def test_auto_cpu_devices(batch: int, shape: tuple, processes: int, expected: int) -> None:
+    import math
+
+    assert auto_cpu_devices(batch, math.prod(shape), processes) == expected
+
+
+def parallel(name: str = "auto", cpu_devices: object = "auto", devices: int | None = None) -> dict:
+    return {"name": name, "devices": devices, "cpu_devices": cpu_devices}
+
+
+def test_cpu_device_count_auto_splits_convolutions() -> None:
+    conv = {"convolves": True, "xla_flags": ""}
+    assert cpu_device_count(parallel(), 128, MNIST, **conv) == 8
+    assert cpu_device_count(parallel("sharded"), 128, MNIST, **conv) == 8
+    assert cpu_device_count(parallel("pmap"), 128, MNIST, processes=2, **conv) == 4
+
+
+def test_cpu_device_count_one_device_is_jax_default() -> None:
+    conv = {"convolves": True, "xla_flags": ""}
+    assert cpu_device_count(parallel(), 128, MNIST, convolves=False, xla_flags="") is None
+    assert cpu_device_count(parallel(), 64, DIGITS, **conv) is None
+    assert cpu_device_count(parallel("single"), 128, MNIST, **conv) is None
+    assert cpu_device_count(parallel(), **conv) is None  # sizes unknown: stay on one
+
+
+def test_cpu_device_count_honours_parallel_devices() -> None:
+    assert cpu_device_count(parallel(devices=4), 128, MNIST, xla_flags="") == 4
+    assert cpu_device_count(parallel(devices=2), 128, MNIST, True, xla_flags="") == 8
+
+
+def test_cpu_device_count_explicit() -> None:
+    assert cpu_device_count(parallel(cpu_devices=3), 128, MNIST, xla_flags="") == 3
+    assert cpu_device_count(parallel("single", cpu_devices=2), xla_flags="") == 2
+    for bad in (0, -1, "four", 2.5, True):
+        with pytest.raises(UserError, match="cpu_devices"):
+            cpu_device_count(parallel(cpu_devices=bad), xla_flags="")
+
+
+def test_user_device_count_flag_wins() -> None:
+    flags = "--xla_force_host_platform_device_count=3"
+    assert cpu_device_count(parallel(), 128, MNIST, True, xla_flags=flags) is None
+    assert cpu_device_count(parallel(cpu_devices=5), xla_flags=flags) is None
+
+
+def test_cpu_device_count_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert cpu_device_count(parallel(), 128, MNIST, True) is None
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert cpu_device_count(parallel(), 128, MNIST, True) == 8
+
+
+def test_merge_xla_flags_precedence() -> None:
+    defaults = ("--xla_a=1", "--xla_b=1")
+    assert merge_xla_flags("", None, defaults) == "--xla_a=1 --xla_b=1"
+    assert merge_xla_flags("", "--xla_b=2 --xla_c", defaults) == "--xla_a=1 --xla_b=2 --xla_c"
+    # The environment's XLA_FLAGS wins over the config and dlx's defaults.
+    merged = merge_xla_flags("--xla_b=3 --xla_a=0", "--xla_b=2", defaults)
+    assert merged.split() == ["--xla_b=3", "--xla_a=0"]
+    assert merge_xla_flags("--xla_x=1", None, ()) == "--xla_x=1"  # user's flags kept as given
+    assert merge_xla_flags("", "", ()) == ""
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "expected"),
+    [
+        ({"name": "cnn"}, MNIST, True),
+        ({"name": "cnn_small"}, MNIST, True),
+        ({"name": "cnn", "features": [], "dense": 400}, MNIST, False),  # an MLP
+    ],
+)
+def test_model_convolves(model: dict, shape: tuple, expected: bool) -> None:
+    import numpy as np
+
+    from dlx.models import build_model
+
+    example = np.zeros((1, *shape), np.float32)
+    assert model_convolves(build_model(model, 10), example) is expected
+
+
+def test_model_convolves_looks_inside_nested_jaxprs() -> None:
+    import jax
+    import numpy as np
+
+    class ConvInScan:
+        def init(self, key: object, x: jax.Array) -> jax.Array:
+            w = jax.numpy.ones((3, 3, 1, 4))
+
+            def body(carry: jax.Array, _: None) -> tuple[jax.Array, None]:
+                y = jax.lax.conv_general_dilated(
+                    carry, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+                )
+                return carry + y.sum(), None
+
+            return jax.jit(lambda c: jax.lax.scan(body, c, None, length=2)[0])(x)
+
+    assert model_convolves(ConvInScan(), np.zeros((1, 8, 8, 1), np.float32)) is True
+
+
+def test_model_convolves_is_false_when_untraceable() -> None:
+    import numpy as np
+
+    class Broken:
+        def init(self, *args: object) -> None:
+            raise TypeError("not a flax module")
+
+    assert model_convolves(Broken(), np.zeros((1, 4), np.float32)) is False
+
+
+def test_model_convolves_leaves_jax_unstarted() -> None:
+    """Tracing must not start JAX's backend: the device count is set after it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from jax._src import xla_bridge; from dlx.models import "
+        "build_model; from dlx.runtime import model_convolves; "
+        "m = build_model({'name': 'cnn'}, 10); "
+        "assert model_convolves(m, np.zeros((1, 28, 28, 1), np.float32)); "
+        "assert not xla_bridge.backends_are_initialized(); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_configure_runtime_leaves_started_backend_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a process whose JAX already runs (the test process), configure_runtime is a no-op."""
+    import jax
+
+    from dlx.runtime import configure_runtime
+
+    jax.devices()  # make sure the backend is up
+    monkeypatch.setenv("XLA_FLAGS", "--xla_b=1")
+    configure_runtime(parallel(cpu_devices=3), {}, 128)
+    import os
+
+    assert os.environ["XLA_FLAGS"] == "--xla_b=1"
