@@ -63,11 +63,13 @@ def serve(run_round) -> None:  # type: ignore[no-untyped-def]
         out.flush()
 
 
-def torch_worker(data: Path, variant: str, steps: int, batch: int) -> None:
+def torch_worker(data: Path, variant: str, steps: int, batch: int, threads: int | None) -> None:
     import numpy as np
     import torch
     from torch import nn
 
+    if threads:
+        torch.set_num_threads(threads)
     x = np.load(data / "x.npy", allow_pickle=False)  # NHWC float32
     y = np.load(data / "y.npy", allow_pickle=False)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # NCHW
@@ -233,6 +235,9 @@ def main() -> None:
     )
     ap.add_argument("--no-torch", action="store_true", help="dlx contenders only")
     ap.add_argument(
+        "--torch-threads", type=int, help="torch.set_num_threads (default: torch's own choice)"
+    )
+    ap.add_argument(
         "--torch-python",
         default=os.environ.get("DLX_TORCH_PYTHON", "/tmp/torchvenv/bin/python"),
         help="interpreter with torch installed (see the module doc)",
@@ -245,7 +250,7 @@ def main() -> None:
     if args.worker:
         kind, spec = args.worker
         if kind == "torch":
-            torch_worker(Path(args.data), spec, args.steps, args.batch)
+            torch_worker(Path(args.data), spec, args.steps, args.batch, args.torch_threads)
         else:
             dlx_worker(Path(args.data), json.loads(spec), args.steps, args.batch)
         return
@@ -270,8 +275,9 @@ def main() -> None:
         argv = [sys.executable, __file__, *base, "--worker", "dlx", json.dumps(overrides)]
         workers.append(Worker(name, argv, {**env, **extra}))
     if torch_python:
+        threads = [f"--torch-threads={args.torch_threads}"] if args.torch_threads else []
         for variant in TORCH_VARIANTS:
-            argv = [torch_python, __file__, *base, "--worker", "torch", variant]
+            argv = [torch_python, __file__, *base, *threads, "--worker", "torch", variant]
             workers.append(Worker(variant, argv, env))
     for w in workers:  # one at a time, so compiles don't compete with each other
         w.ask()
@@ -305,6 +311,7 @@ def main() -> None:
         "rounds": args.rounds,
         "data": info,
         "contenders": specs,
+        "torch_threads": args.torch_threads,
         "samples_per_sec": rates,
         "median": med,
         "ratio_to": ref,

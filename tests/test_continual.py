@@ -235,8 +235,15 @@ def test_dlx_train_runs_a_continual_recipe(cli, tmp_path) -> None:
     """Through the real CLI: `dlx train` hands a config with `continual` to its own loop."""
     import json
 
-    result = cli("train", "recipe=digits", "+continual=default", "continual.tasks=[[0,1],[2,3]]",
-                 "trainer.max_steps=6", "trainer.progress=plain", f"outputs.dir={tmp_path}")
+    result = cli(
+        "train",
+        "recipe=digits",
+        "+continual=default",
+        "continual.tasks=[[0,1],[2,3]]",
+        "trainer.max_steps=6",
+        "trainer.progress=plain",
+        f"outputs.dir={tmp_path}",
+    )
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "digits").iterdir()
     report = json.loads((run / "continual.json").read_text())

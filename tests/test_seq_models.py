@@ -83,9 +83,7 @@ def test_padding_never_changes_a_classifier_output(cfg: dict) -> None:
     padded = _apply(model, params, PADDED)
     for row, n in ((0, 4), (1, 2)):
         alone = _apply(model, params, PADDED[row : row + 1, :n])  # no padding at all
-        more = jnp.pad(PADDED[row : row + 1], ((0, 0), (0, 5)))  # 12 steps, more padding
         np.testing.assert_allclose(padded[row], alone[0], atol=1e-5, rtol=1e-5)
-        np.testing.assert_allclose(padded[row], _apply(model, params, more)[0], atol=1e-5)
     changed = PADDED.at[0, 3].set(8)  # a real token: the output must move
     assert not jnp.allclose(_apply(model, params, changed)[0], padded[0], atol=1e-4)
 
@@ -160,13 +158,18 @@ def test_learned_vs_rotary_positions() -> None:
 
 
 def test_weight_decay_skips_norms_and_biases() -> None:
-    model = build_model({"name": "transformer_lm", "d_model": 16, "heads": 2}, num_classes=8)
-    params = _init(model, jnp.zeros((1, 6)))["params"]
+    cfg = {"name": "transformer_lm", "d_model": 16, "heads": 2, "layers": 1}
+    params = _init(build_model(cfg, num_classes=8), jnp.zeros((1, 6)))["params"]
     optim = {"name": "adamw", "lr": 1.0, "b1": 0.9, "b2": 0.999, "eps": 1e-8}
     tx, _ = make_optimizer({**optim, "weight_decay": 0.1}, {"name": "constant"}, 10)
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)  # Adam's own update is then 0
-    updates, _ = tx.update(zero, tx.init(params), params)
-    new = optax.apply_updates(params, updates)
+
+    @jax.jit
+    def step(params: Any) -> Any:
+        updates, _ = tx.update(zero, tx.init(params), params)
+        return optax.apply_updates(params, updates)
+
+    new = step(params)
     flat = jax.tree_util.tree_leaves_with_path(params)
     kinds = set()
     for (path, old), fresh in zip(flat, jax.tree_util.tree_leaves(new), strict=True):

@@ -152,11 +152,11 @@ def test_lm_eval_counts_every_character_once_and_never_padding() -> None:
     ids = encode("a cab, a bad cab.", build_vocab("abcd ,."))
     x, y = chunk(ids, 5)  # 16 targets in 4 chunks of 5: the last chunk has 4 padded slots
     model = build_model({"name": "transformer_lm", "d_model": 16, "heads": 2}, num_classes=9)
-    params = model.init(jax.random.PRNGKey(0), x[:1])["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])["params"]
     state = TrainState.create(model.apply, params, optax.sgd(0.1), jax.random.PRNGKey(1))
-    out = eval_step(state, x, y, np.ones(len(x), bool))
+    out = jax.jit(eval_step)(state, x, y, np.ones(len(x), bool))
     assert float(out["labels"]) == len(ids) - 1 == 16
-    logits = np.asarray(model.apply({"params": params}, x), np.float64)
+    logits = np.asarray(jax.jit(model.apply)({"params": params}, x), np.float64)
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     real = y >= 0
     nats = -logp[real, y[real]]  # per real character only
