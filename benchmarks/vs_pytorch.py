@@ -6,7 +6,9 @@ dense 128, ReLU, dropout 0.3 -> dense 10; Adam; batch 128; MNIST batches held in
 Every contender is a long-lived worker process that compiles / warms up once, then runs one
 timed round (STEPS optimizer steps over the same batches, ending in a sync) each time it is
 asked. Rounds alternate between workers (A B C A B C ...) so all see the same machine load;
-the table shows medians and the ratio to PyTorch eager.
+the table shows medians and the ratio to PyTorch eager, over all rounds and over the quiet
+ones (other processes used < QUIET cores while it ran, read from /proc): on a shared machine
+PyTorch's threads slow down far more under contention than XLA's.
 
 - dlx workers run this script in dlx's interpreter and train exactly as `dlx train` would:
   the composed recipe (`configure_runtime` first: CPU device count and XLA flags), its
@@ -163,6 +165,31 @@ def dlx_worker(data: Path, overrides: list[str], steps: int, batch: int) -> None
 # ---------------------------------------------------------------- parent
 
 
+QUIET = 0.15  # a round is "quiet" when other processes used less than this many cores
+
+
+def cpu_ticks(pid: int) -> tuple[int, int, int] | None:
+    """(busy ticks of the machine, all ticks, ticks of process `pid`) from /proc; None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            cpu = [int(v) for v in f.readline().split()[1:]]
+        with open(f"/proc/{pid}/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    idle = cpu[3] + cpu[4]  # idle + iowait
+    busy = sum(cpu[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy, busy + idle, int(own[11]) + int(own[12])  # utime + stime
+
+
+def others_cores(before: tuple | None, after: tuple | None) -> float | None:
+    """Cores' worth of CPU that processes other than the timed worker used in between."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    busy, total, own = (a - b for a, b in zip(after, before, strict=True))
+    return max(busy - own, 0) / total * (os.cpu_count() or 1)
+
+
 class Worker:
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self.name = name
@@ -282,24 +309,42 @@ def main() -> None:
     for w in workers:  # one at a time, so compiles don't compete with each other
         w.ask()
     rates: dict[str, list[float]] = {w.name: [] for w in workers}
+    others: dict[str, list[float | None]] = {w.name: [] for w in workers}
     loads = []
     for _ in range(args.rounds):
         for w in workers:
+            before = cpu_ticks(w.proc.pid)
             rates[w.name].append(w.ask("run")["samples_per_sec"])
+            others[w.name].append(others_cores(before, cpu_ticks(w.proc.pid)))
         loads.append(os.getloadavg()[0])
     notes = {w.name: w.stderr().strip().splitlines()[-1:] for w in workers}
     for w in workers:
         w.close()
 
     med = {k: statistics.median(v) for k, v in rates.items()}
+    quiet = {
+        k: [r for r, o in zip(v, others[k], strict=True) if o is not None and o < QUIET]
+        for k, v in rates.items()
+    }
+    quiet_med = {k: statistics.median(v) if v else None for k, v in quiet.items()}
     ref = "torch eager" if "torch eager" in med else next(iter(med))
     print(
         f"CNN recipe, batch {args.batch}, {args.steps} steps x {args.rounds} rounds, "
-        f"{os.cpu_count()} CPUs, load avg {min(loads):.1f}-{max(loads):.1f}"
+        f"{os.cpu_count()} CPUs, load avg {min(loads):.1f}-{max(loads):.1f}; quiet rounds: "
+        f"other processes used < {QUIET} cores"
     )
-    print(f"{'contender':<34}{'median samples/s':>17}{'min':>7}{'max':>7}{'vs ' + ref:>22}")
+    print(
+        f"{'contender':<34}{'median':>8}{'min':>7}{'max':>7}{'vs ' + ref:>17}"
+        f"{'quiet median (n)':>20}{'vs ' + ref:>17}"
+    )
     for k, v in rates.items():
-        print(f"{k:<34}{med[k]:>17.0f}{min(v):>7.0f}{max(v):>7.0f}{med[k] / med[ref]:>21.2f}x")
+        q, qref = quiet_med[k], quiet_med[ref]
+        qcell = f"{q:.0f} ({len(quiet[k])})" if q else "-"
+        qratio = f"{q / qref:.2f}x" if q and qref else "-"
+        print(
+            f"{k:<34}{med[k]:>8.0f}{min(v):>7.0f}{max(v):>7.0f}{med[k] / med[ref]:>16.2f}x"
+            f"{qcell:>20}{qratio:>17}"
+        )
     for k, lines in notes.items():
         print(f"  {k}: {' '.join(lines)}")
     out = Path(args.out)
@@ -316,6 +361,9 @@ def main() -> None:
         "median": med,
         "ratio_to": ref,
         "ratio": {k: v / med[ref] for k, v in med.items()},
+        "others_cores": others,
+        "quiet_below_cores": QUIET,
+        "quiet_median": quiet_med,
         "worker_notes": notes,
         "load_avg": loads,
         "cpus": os.cpu_count(),
