@@ -333,17 +333,18 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load avg {min(loads):.1f}-{max(loads):.1f}; quiet rounds: "
         f"other processes used < {QUIET} cores"
     )
+    print(f"ratios are to {ref!r}")
     print(
-        f"{'contender':<34}{'median':>8}{'min':>7}{'max':>7}{'vs ' + ref:>17}"
-        f"{'quiet median (n)':>20}{'vs ' + ref:>17}"
+        f"{'contender':<34}{'median':>8}{'min':>7}{'max':>7}{'ratio':>8}"
+        f"{'quiet median (n)':>19}{'ratio':>8}"
     )
     for k, v in rates.items():
         q, qref = quiet_med[k], quiet_med[ref]
         qcell = f"{q:.0f} ({len(quiet[k])})" if q else "-"
         qratio = f"{q / qref:.2f}x" if q and qref else "-"
         print(
-            f"{k:<34}{med[k]:>8.0f}{min(v):>7.0f}{max(v):>7.0f}{med[k] / med[ref]:>16.2f}x"
-            f"{qcell:>20}{qratio:>17}"
+            f"{k:<34}{med[k]:>8.0f}{min(v):>7.0f}{max(v):>7.0f}{med[k] / med[ref]:>7.2f}x"
+            f"{qcell:>19}{qratio:>8}"
         )
     for k, lines in notes.items():
         print(f"  {k}: {' '.join(lines)}")
