@@ -16,9 +16,7 @@ Prints a table and writes benchmarks/results/compile_cache.json. Target: warm <=
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -27,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import medians, print_table, write_result
 from trial_overhead import IMPORTS, ROOT, timed
 
 FIRST_STEP = re.compile(r"step 1/\d+ \(global 1\)")
@@ -97,42 +96,32 @@ def main() -> None:
         times["cold"].append(launch(argv, fresh_cache(tmp, f"cold{r}")))
         times["warm"].append(launch(argv, warm))
 
-    med = {k: statistics.median(x["first_step_s"] for x in v) for k, v in times.items()}
-    med_exit = {k: statistics.median(x["exit_s"] for x in v) for k, v in times.items()}
-    ratio = med["warm"] / med["cold"]
     print(
         f"`dlx train recipe={args.recipe}` to its first step, {args.rounds} rounds, "
         f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; warm cache: {len(entries)} "
         "compiled programs"
     )
-    print(f"{'':<16}{'first step s':>14}{'min':>8}{'max':>8}{'exit s':>10}")
-    for k, v in times.items():
-        firsts = [x["first_step_s"] for x in v]
-        print(f"{k:<16}{med[k]:>14.2f}{min(firsts):>8.2f}{max(firsts):>8.2f}{med_exit[k]:>10.2f}")
+    firsts = {k: [x["first_step_s"] for x in v] for k, v in times.items()}
+    med = print_table(firsts, "first step s", label_width=16, digits=2)
+    med_exit = medians({k: [x["exit_s"] for x in v] for k, v in times.items()})
     print(f"{'imports only':<16}{statistics.median(imports):>14.2f}")
+    print(f"exit (median s): cold {med_exit['cold']:.2f}, warm {med_exit['warm']:.2f}")
+    ratio = med["warm"] / med["cold"]
     print(f"ratio warm / cold: {ratio:.2f} (target <= 0.50)")
-    import jax
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "benchmark": "compile_cache",
-        "command": argv[1:],
-        "rounds": args.rounds,
-        "launches": times,
-        "imports_s": imports,
-        "median_first_step_s": med,
-        "median_exit_s": med_exit,
-        "ratio_warm_over_cold": ratio,
-        "cache_entries": entries,
-        "cpus": os.cpu_count(),
-        "load_avg": os.getloadavg()[0],
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(
+        args.out,
+        {
+            "benchmark": "compile_cache",
+            "command": argv[1:],
+            "rounds": args.rounds,
+            "launches": times,
+            "imports_s": imports,
+            "median_first_step_s": med,
+            "median_exit_s": med_exit,
+            "ratio_warm_over_cold": ratio,
+            "cache_entries": entries,
+        },
+    )
 
 
 if __name__ == "__main__":

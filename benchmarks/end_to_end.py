@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from report import print_table, write_result
 from vs_pytorch import ROOT, Worker, serve
 
 
@@ -139,39 +138,28 @@ def main() -> None:
     note = pure.stderr().strip().splitlines()[-1:]
     pure.close()
 
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    ratio = med["dlx train epoch"] / med["pure jitted step"]
     summary = runs[-1]["summary"]
     print(
         f"recipe {args.recipe}: one epoch of {summary['steps']} steps, {args.rounds} rounds, "
         f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; dlx: {summary['parallel']}"
     )
-    print(f"{'':<20}{'median samples/s':>18}{'min':>8}{'max':>8}")
-    for k, v in rates.items():
-        print(f"{k:<20}{med[k]:>18.0f}{min(v):>8.0f}{max(v):>8.0f}")
+    med = print_table(rates, "median samples/s")
+    ratio = med["dlx train epoch"] / med["pure jitted step"]
     print(f"ratio dlx / pure: {ratio:.3f} (target >= 0.95)   {' '.join(note)}")
-    import jax
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "benchmark": "end_to_end",
-        "command": train[1:],
-        "rounds": args.rounds,
-        "steps": summary["steps"],
-        "parallel": summary["parallel"],
-        "samples_per_sec": rates,
-        "median": med,
-        "ratio": ratio,
-        "dlx_train_time_s": [r["summary"]["train_time_s"] for r in runs],
-        "cpus": os.cpu_count(),
-        "load_avg": os.getloadavg()[0],
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(
+        args.out,
+        {
+            "benchmark": "end_to_end",
+            "command": train[1:],
+            "rounds": args.rounds,
+            "steps": summary["steps"],
+            "parallel": summary["parallel"],
+            "samples_per_sec": rates,
+            "median": med,
+            "ratio": ratio,
+            "dlx_train_time_s": [r["summary"]["train_time_s"] for r in runs],
+        },
+    )
 
 
 if __name__ == "__main__":

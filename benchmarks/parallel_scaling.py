@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import write_result
+
 STRATEGIES = ("single", "pmap", "sharded")
 
 
@@ -124,20 +126,16 @@ def main() -> None:
             f"{r['median'][s]:>10.0f} ({r['median'][s] / base:4.2f}x)" for s in STRATEGIES
         )
         print(f"{r['devices']:>8}{cells}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "parallel_scaling",
-                "recipe": args.recipe,
-                "cpu_cores": os.cpu_count(),
-                "results": results,
-            },
-            indent=2,
-        )
+    write_result(
+        args.out,
+        {
+            "benchmark": "parallel_scaling",
+            "recipe": args.recipe,
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "results": results,
+        },
     )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

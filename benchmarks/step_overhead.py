@@ -13,9 +13,6 @@ Prints a table and writes benchmarks/results/step_overhead.json. Target: dlx >= 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ import jax
 import numpy as np
 import optax
 from omegaconf import OmegaConf
+from report import print_table, write_result
 
 from dlx.config import compose
 from dlx.data import load_dataset
@@ -122,39 +120,27 @@ def main() -> None:
         hand_params, hand_opt = hand_run(hand_params, hand_opt, r + 1)
         rates["hand-written"].append(args.steps * batch / (time.perf_counter() - t))
 
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    ratio = med["dlx"] / med["hand-written"]
     print(
         f"recipe {args.recipe}, batch {batch}, {args.steps} steps x {args.rounds} rounds, "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
     )
-    print(f"{'loop':<14}{'median samples/s':>18}{'min':>10}{'max':>10}")
-    for k, v in rates.items():
-        print(f"{k:<14}{med[k]:>18.0f}{min(v):>10.0f}{max(v):>10.0f}")
+    med = print_table(rates, "median samples/s", label_width=14)
+    ratio = med["dlx"] / med["hand-written"]
     print(f"ratio dlx / hand-written: {ratio:.3f} (target >= 0.95)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "step_overhead",
-                "recipe": args.recipe,
-                "batch": batch,
-                "steps_per_round": args.steps,
-                "rounds": args.rounds,
-                "samples_per_sec": rates,
-                "median": med,
-                "ratio": ratio,
-                "devices": [str(d) for d in jax.devices()],
-                "jax": jax.__version__,
-                "python": platform.python_version(),
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        args.out,
+        {
+            "benchmark": "step_overhead",
+            "recipe": args.recipe,
+            "batch": batch,
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "samples_per_sec": rates,
+            "median": med,
+            "ratio": ratio,
+            "devices": [str(d) for d in jax.devices()],
+        },
     )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

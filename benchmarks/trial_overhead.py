@@ -14,15 +14,14 @@ Prints a table and writes benchmarks/results/trial_overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import print_table, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORTS = "import jax, flax, optax, orbax.checkpoint, dlx.run, dlx.train.loop"
@@ -95,42 +94,31 @@ def main() -> None:
         )
 
     per_trial = bookkeeping_s(tmp)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["trial, warm"] / med["trial, cold cache"]
     print(
         f"recipe digits, {args.steps} steps, {args.rounds} rounds, {os.cpu_count()} cpus, "
         f"load {os.getloadavg()[0]:.1f}; warm cache: {entries} compiled programs"
     )
-    print(f"{'':<22}{'median s':>10}{'min':>8}{'max':>8}")
-    for k, v in times.items():
-        print(f"{k:<22}{med[k]:>10.2f}{min(v):>8.2f}{max(v):>8.2f}")
+    med = print_table(times, "median s", label_width=22, digits=2)
+    ratio = med["trial, warm"] / med["trial, cold cache"]
     print(f"{'sweep bookkeeping':<22}{per_trial:>10.3f}  (per trial, set-up and plots included)")
     saved = med["trial, cold cache"] - med["trial, warm"]
     print(f"compile time the cache saves per trial: {saved:.2f} s")
     print(f"ratio warm / cold: {ratio:.2f}  (cold / warm: {1 / ratio:.2f}x)")
-    import jax
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "benchmark": "trial_overhead",
-        "recipe": "digits",
-        "steps": args.steps,
-        "rounds": args.rounds,
-        "seconds": times,
-        "median": med,
-        "saved_s": saved,
-        "ratio_warm_over_cold": ratio,
-        "cache_entries": entries,
-        "sweep_bookkeeping_s_per_trial": per_trial,
-        "cpus": os.cpu_count(),
-        "load_avg": os.getloadavg()[0],
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(
+        args.out,
+        {
+            "benchmark": "trial_overhead",
+            "recipe": "digits",
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "seconds": times,
+            "median": med,
+            "saved_s": saved,
+            "ratio_warm_over_cold": ratio,
+            "cache_entries": entries,
+            "sweep_bookkeeping_s_per_trial": per_trial,
+        },
+    )
 
 
 if __name__ == "__main__":

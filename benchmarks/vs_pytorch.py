@@ -35,13 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import medians, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_VARIANTS = ("torch eager", "torch channels_last")
@@ -321,7 +322,7 @@ def main() -> None:
     for w in workers:
         w.close()
 
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med = medians(rates)
     quiet = {
         k: [r for r, o in zip(v, others[k], strict=True) if o is not None and o < QUIET]
         for k, v in rates.items()
@@ -348,31 +349,27 @@ def main() -> None:
         )
     for k, lines in notes.items():
         print(f"  {k}: {' '.join(lines)}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "benchmark": "vs_pytorch",
-        "batch": args.batch,
-        "steps_per_round": args.steps,
-        "rounds": args.rounds,
-        "data": info,
-        "contenders": specs,
-        "torch_threads": args.torch_threads,
-        "samples_per_sec": rates,
-        "median": med,
-        "ratio_to": ref,
-        "ratio": {k: v / med[ref] for k, v in med.items()},
-        "others_cores": others,
-        "quiet_below_cores": QUIET,
-        "quiet_median": quiet_med,
-        "worker_notes": notes,
-        "load_avg": loads,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(
+        args.out,
+        {
+            "benchmark": "vs_pytorch",
+            "batch": args.batch,
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "data": info,
+            "contenders": specs,
+            "torch_threads": args.torch_threads,
+            "samples_per_sec": rates,
+            "median": med,
+            "ratio_to": ref,
+            "ratio": {k: v / med[ref] for k, v in med.items()},
+            "others_cores": others,
+            "quiet_below_cores": QUIET,
+            "quiet_median": quiet_med,
+            "worker_notes": notes,
+            "load_avg_per_round": loads,
+        },
+    )
 
 
 if __name__ == "__main__":

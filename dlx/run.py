@@ -31,7 +31,12 @@ def enable_compile_cache() -> None:
 
     cache = Path(os.environ.get("DLX_CACHE", Path.home() / ".cache" / "dlx")) / "jax"
     jax.config.update("jax_compilation_cache_dir", str(cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # Every compile, however short: the many sub-second ones (init, placement, eval, the
+    # optimizer's) add up to half a cold start (benchmarks/compile_cache.py: warm/cold 0.55
+    # at a 0.5 s threshold, 0.46 at 0). Entries are small (~70 for a recipe, a few MB); no
+    # size limit: JAX's LRU eviction cannot read a cache written without it (every write
+    # then fails), and deleting the folder is always safe.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def param_rows(params: Any) -> list[tuple[str, str, int]]:

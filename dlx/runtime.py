@@ -5,12 +5,15 @@ CPU defaults, measured on a 2-core machine (README "Performance"; benchmarks/vs_
 end_to_end.py; medians of rounds alternated within one run):
 
 - Split the batch over fake CPU devices only where it pays: for a model that convolves, and
-  only as far as each device keeps >= 16 examples and >= 16 MNIST images' worth of input
+  only as far as each device keeps >= 32 examples and >= 16 MNIST images' worth of input
   values (12,544) per step, up to 8 devices that divide the per-process batch evenly.
-  CNN recipe (batch 128): 8 devices, 2.2-2.9x one device's samples/s (XLA:CPU runs a device's
-  ops one after another, max-pool's gradient on one thread; smaller per-device batches also
-  keep activations in cache: +12% even pinned to one core); 16 devices 0.74x of 8;
-  cnn_small (batch 32): 2 devices 1.15x. Everything else lost, to the per-step all-reduce
+  CNN recipe (batch 128): 4 devices. Samples/s against one device (sharded; parallel_scaling.py,
+  5 rounds): 2 devices 1.66x, 4 devices 1.83x, 8 devices 1.40x. XLA:CPU runs a device's ops
+  one after another, and a smaller per-device batch keeps a conv net's activations in cache
+  (one device alone: batch 64 ran 1.6x the samples/s of batch 128). cnn_small (batch 32):
+  2 devices 0.73x, so 1. Before max-pool became a reshape (dlx/models/pooling.py) its
+  gradient ran on one thread and 8 devices of 16 examples won (2.2-2.9x); that rule, kept
+  after the fix, measured 0.84x of 4 devices. Everything else lost, to the per-step all-reduce
   and per-device dispatch: 8 devices (2) ran an MLP 784-400-10 at 0.14x (0.51x), the GRU of
   rnn_rows 0.32x (0.88x), cnn1d on MNIST-1D's 40 values 0.34x (0.87x), digits 0.20x (0.77x).
 - XLA flags: none beyond XLA's own defaults. Its YNNPACK fusions (on by default in this
@@ -34,7 +37,7 @@ from typing import Any
 from dlx.errors import UserError
 
 MAX_AUTO_CPU_DEVICES = 8
-MIN_EXAMPLES_PER_DEVICE = 16
+MIN_EXAMPLES_PER_DEVICE = 32
 MIN_INPUT_PER_DEVICE = 16 * 28 * 28  # input values per device per step: 16 MNIST images
 DEFAULT_XLA_FLAGS: tuple[str, ...] = ()  # measured: nothing beats XLA's defaults (see above)
 FORCE_DEVICES_FLAG = "xla_force_host_platform_device_count"

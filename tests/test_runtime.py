@@ -20,18 +20,19 @@ DIGITS = (8, 8, 1)
 @pytest.mark.parametrize(
     ("batch", "shape", "processes", "expected"),
     [
-        (128, MNIST, 1, 8),  # recipe cnn: 16 images per device
+        (128, MNIST, 1, 4),  # recipe cnn: 32 images per device
         (256, MNIST, 1, MAX_AUTO_CPU_DEVICES),  # capped
-        (32, MNIST, 1, 2),  # recipe cnn_small: 16 images per device
-        (100, MNIST, 1, 5),  # the most devices that divide the batch and keep >= 16 each
-        (34, MNIST, 1, 2),
-        (17, MNIST, 1, 1),  # prime: no even split
-        (31, MNIST, 1, 1),  # less than two devices' worth
+        (32, MNIST, 1, 1),  # recipe cnn_small: too few examples to split
+        (100, MNIST, 1, 2),  # the most devices that divide the batch and keep >= 32 each
+        (64, MNIST, 1, 2),
+        (96, MNIST, 1, 3),
+        (67, MNIST, 1, 1),  # prime: no even split
+        (63, MNIST, 1, 1),  # less than two devices' worth
         (64, DIGITS, 1, 1),  # recipe digits: too little input to split
         (128, (40,), 1, 1),  # MNIST-1D: 40 values an example
-        (128, MNIST, 2, 4),  # two processes: 64 examples each
+        (128, MNIST, 2, 2),  # two processes: 64 examples each
         (4096, DIGITS, 1, 8),  # many small examples add up
-        (128, (64, 64, 3), 1, 8),  # large images: still >= 16 examples per device
+        (128, (64, 64, 3), 1, 4),  # large images: still >= 32 examples per device
     ],
 )
 def test_auto_cpu_devices(batch: int, shape: tuple, processes: int, expected: int) -> None:
@@ -46,9 +47,9 @@ def parallel(name: str = "auto", cpu_devices: object = "auto", devices: int | No
 
 def test_cpu_device_count_auto_splits_convolutions() -> None:
     conv = {"convolves": True, "xla_flags": ""}
-    assert cpu_device_count(parallel(), 128, MNIST, **conv) == 8
-    assert cpu_device_count(parallel("sharded"), 128, MNIST, **conv) == 8
-    assert cpu_device_count(parallel("pmap"), 128, MNIST, processes=2, **conv) == 4
+    assert cpu_device_count(parallel(), 128, MNIST, **conv) == 4
+    assert cpu_device_count(parallel("sharded"), 256, MNIST, **conv) == 8
+    assert cpu_device_count(parallel("pmap"), 128, MNIST, processes=2, **conv) == 2
 
 
 def test_cpu_device_count_one_device_is_jax_default() -> None:
@@ -61,7 +62,8 @@ def test_cpu_device_count_one_device_is_jax_default() -> None:
 
 def test_cpu_device_count_honours_parallel_devices() -> None:
     assert cpu_device_count(parallel(devices=4), 128, MNIST, xla_flags="") == 4
-    assert cpu_device_count(parallel(devices=2), 128, MNIST, True, xla_flags="") == 8
+    assert cpu_device_count(parallel(devices=2), 128, MNIST, True, xla_flags="") == 4
+    assert cpu_device_count(parallel(devices=6), 128, MNIST, True, xla_flags="") == 6
 
 
 def test_cpu_device_count_explicit() -> None:
@@ -82,7 +84,7 @@ def test_cpu_device_count_reads_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     assert cpu_device_count(parallel(), 128, MNIST, True) is None
     monkeypatch.setenv("XLA_FLAGS", "")
-    assert cpu_device_count(parallel(), 128, MNIST, True) == 8
+    assert cpu_device_count(parallel(), 128, MNIST, True) == 4
 
 
 def test_merge_xla_flags_precedence() -> None:

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -266,6 +267,17 @@ def test_same_seed_proposes_the_same_trials(tmp_path: Path, kind: str) -> None:
     assert (flipped.ran[3:] == ran[0][3:]) == (kind == "random")
 
 
+@pytest.fixture
+def ctrl_c_raises():  # type: ignore[no-untyped-def]
+    """Python's own SIGINT handler, as in a terminal. A shell starts background jobs (`make
+    test &`, some CI runners) with SIGINT ignored, and then `_thread.interrupt_main` does
+    nothing, so FakeRunner's simulated Ctrl-C would never arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path: Path) -> None:
     args = ("optim.lr=1e-3,3e-3,1e-2", "model.dense=16,64")
     first = FakeRunner(interrupt_at=3)  # trials 1-2 finish, the 3rd is cut by "Ctrl-C"
@@ -289,6 +301,7 @@ def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path: Path) -> 
     assert third.ran == []  # nothing left: a finished sweep reruns nothing
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_optuna_resume_tops_up_to_the_budget(tmp_path: Path) -> None:
     args = ("optim.lr=tag(log, interval(1e-4, 1e-1))", "sweep.trials=5")
     with pytest.raises(KeyboardInterrupt):

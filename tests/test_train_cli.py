@@ -99,3 +99,21 @@ def test_no_tty_output_has_no_control_characters(cli, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\r" not in result.output
     assert "parameters" in result.output and "test/accuracy" in result.output
+
+
+def test_compiled_steps_land_in_the_persistent_cache(run: Path, cache_dir: Path) -> None:
+    # $DLX_CACHE/jax holds every compiled program, however quick to compile (the many small
+    # ones add up to half a cold start), so a relaunch skips them all.
+    import jax
+    import jax.numpy as jnp
+
+    cache = cache_dir / "jax"
+    assert jax.config.jax_compilation_cache_dir == str(cache)
+    assert any(cache.glob("jit_train_step-*-cache"))
+
+    def tiny_program_for_cache_test(x):  # type: ignore[no-untyped-def]
+        return x * 3 + 1
+
+    before = set(cache.glob("jit_tiny_program_for_cache_test-*"))
+    jax.jit(tiny_program_for_cache_test)(jnp.arange(7.0)).block_until_ready()
+    assert set(cache.glob("jit_tiny_program_for_cache_test-*-cache")) - before

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dlx.models.pooling import max_pool_2x2
+
 
 class CNN(nn.Module):
     """Conv blocks (3x3 conv, ReLU, 2x2 max-pool) then a dense head with dropout."""
@@ -20,7 +22,7 @@ class CNN(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         for f in self.features:
             x = nn.relu(nn.Conv(f, (3, 3))(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.dense)(x))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -36,6 +38,6 @@ class CNNSmall(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = nn.relu(nn.Conv(self.features, (3, 3), padding="VALID")(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
         x = x.reshape(x.shape[0], -1)
         return nn.Dense(self.num_classes)(x)
