@@ -89,7 +89,7 @@ def predictions(state: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
 
     fn = _predict_fn()
     out = []
-    for idx, mask in eval_batches(len(x), batch_size):
+    for idx, mask in eval_batches(len(x), max(1, min(batch_size, len(x)))):
         out.append(np.asarray(fn(state, x[idx]))[mask])
     return np.concatenate(out) if out else np.zeros((0,), np.int64)
 
