@@ -111,6 +111,31 @@ def test_attention_maps_are_the_attention_weights(tf_cls, tf_lm) -> None:
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
 
 
+def test_sown_attention_weights_equal_the_captured_dropout_output(tf_cls) -> None:
+    # dlx's SelfAttention sows its weights; the capture fallback (for modules that don't)
+    # must read the same numbers from the attention dropout.
+    from dlx.explain.attention import SOWN, _is_attention_dropout, _leaves
+
+    model, params = tf_cls
+    x = np.random.default_rng(1).normal(size=(2, 6, 1)).astype(np.float32)
+    _, state = model.apply(
+        {"params": params},
+        x,
+        train=False,
+        capture_intermediates=_is_attention_dropout,
+        mutable=["intermediates"],
+    )
+    leaves = _leaves(state["intermediates"])
+    sown = [np.asarray(v[0]) for p, v in leaves if SOWN in p]
+    captured = [np.asarray(v[0]) for p, v in leaves if p[-1] == "__call__"]
+    assert len(sown) == len(captured) == 2
+    for s, c in zip(sown, captured, strict=True):
+        np.testing.assert_array_equal(s, c)
+    # Training does not carry them: without a mutable "intermediates" nothing is stored.
+    out = model.apply({"params": params}, x, train=False)
+    assert not isinstance(out, tuple)
+
+
 def _seq_data(task: str = "classify", tokens: bool = False) -> Dataset:
     rng = np.random.default_rng(0)
     if tokens:

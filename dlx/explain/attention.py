@@ -1,9 +1,9 @@
 """Attention weights of every self-attention layer of a Transformer, for one input batch.
 
-Read with Flax's `capture_intermediates`: a module may `sow("intermediates",
-"attention_weights", w)`; otherwise the weights are the output of the attention-weight
-dropout inside dlx.models.attention.SelfAttention (the identity at eval time), captured
-without changing the model.
+Read from what the attention modules `sow("intermediates", "attention_weights", w)`, as
+dlx.models.attention.SelfAttention does; for a module that does not, the output of its
+attention-weight dropout (the identity at eval time), captured with Flax's
+`capture_intermediates` without changing the model.
 """
 
 from __future__ import annotations

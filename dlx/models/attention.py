@@ -59,6 +59,9 @@ class SelfAttention(nn.Module):
         # instead of NaN (such rows exist only for padding queries, whose output is unused).
         scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
         weights = jax.nn.softmax(scores, axis=-1)
+        # For `dlx explain`: stored only when the caller makes "intermediates" mutable, so
+        # training and eval compile the same program as without it.
+        self.sow("intermediates", "attention_weights", weights)
         weights = nn.Dropout(self.dropout, deterministic=not train)(weights)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
         return nn.DenseGeneral(d, axis=(-2, -1), name="out")(out)
