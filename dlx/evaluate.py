@@ -89,7 +89,7 @@ def predictions(state: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
 
     fn = _predict_fn()
     out = []
-    for idx, mask in eval_batches(len(x), max(1, min(batch_size, len(x)))):
+    for idx, mask in eval_batches(len(x), batch_size):
         out.append(np.asarray(fn(state, x[idx]))[mask])
     return np.concatenate(out) if out else np.zeros((0,), np.int64)
 
@@ -220,7 +220,7 @@ def run_eval(
         if task == "lm":
             metrics.update({f"{split}/{k}": v for k, v in lm_metrics(out["loss"]).items()})
         else:
-            pred = predictions(state, x, strategy.eval_batch_size(batch))
+            pred = predictions(state, x, strategy.eval_batch_size(batch, len(x)))
             cm = confusion_matrix(y, pred, data.num_classes)
             report = per_class_metrics(cm)
             per_class = report["per_class"]

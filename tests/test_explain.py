@@ -131,9 +131,6 @@ def test_sown_attention_weights_equal_the_captured_dropout_output(tf_cls) -> Non
     assert len(sown) == len(captured) == 2
     for s, c in zip(sown, captured, strict=True):
         np.testing.assert_array_equal(s, c)
-    # Training does not carry them: without a mutable "intermediates" nothing is stored.
-    out = model.apply({"params": params}, x, train=False)
-    assert not isinstance(out, tuple)
 
 
 def _seq_data(task: str = "classify", tokens: bool = False) -> Dataset:

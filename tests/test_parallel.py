@@ -95,3 +95,15 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path: Path) -> None
     assert "data.batch_size=60 cannot be split evenly over 8 devices" in proc.stderr
     assert "data.batch_size=64" in proc.stderr
     assert not any(tmp_path.iterdir()), "nothing is written before the check"
+
+
+def test_eval_batch_size_fits_small_splits_and_splits_evenly() -> None:
+    from dlx.train.parallel import Strategy
+
+    one, eight = Strategy(["cpu:0"]), Strategy([f"cpu:{i}" for i in range(8)])
+    assert one.eval_batch_size(1000, 5000) == 1000  # large split: the configured batch
+    assert one.eval_batch_size(1000, 100) == 100  # small split: one batch, no padding
+    assert eight.eval_batch_size(1000, 100) == 104  # ...rounded up to split over 8
+    assert eight.eval_batch_size(1000, 5000) == 1000
+    assert eight.eval_batch_size(10, 5000) == 16
+    assert one.eval_batch_size(1000, 0) == 1  # empty split: still a valid batch size

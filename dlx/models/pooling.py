@@ -11,7 +11,7 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     Same values as `flax.linen.max_pool(x, (2, 2), strides=(2, 2))`, but as a reshape and a
     `max` over two axes instead of XLA's reduce_window, whose gradient (select_and_scatter)
     XLA:CPU runs on one thread. Measured on the cnn recipe's step (batch 128, 1 CPU device):
-    2.1x samples/s; gradients equal to within 1.5e-8 (tests/test_pooling.py). Where a window
+    2.1x samples/s; gradients equal to within 1e-7 (tests/test_pooling.py). Where a window
     holds tied maxima the gradient is shared between them rather than given to one; after a
     ReLU the ties are zeros, whose gradient is zero either way.
     """

@@ -83,10 +83,7 @@ def evaluate(
     """Loss and accuracy over every example exactly once (padded final batch is masked)."""
     sums = None
     put = strategy.batch
-    # A split smaller than one eval batch is one batch of its own size: padding 100 val
-    # examples to a batch of 1000 would compute ten times the forward passes.
-    size = strategy.eval_batch_size(max(1, min(batch_size, len(x))))
-    for idx, mask in eval_batches(len(x), size):
+    for idx, mask in eval_batches(len(x), strategy.eval_batch_size(batch_size, len(x))):
         out = strategy.eval_step(state, put(x[idx]), put(y[idx]), put(mask))
         sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
     if sums is None:

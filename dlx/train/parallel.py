@@ -67,9 +67,12 @@ class Strategy:
                 f"or parallel=single",
             )
 
-    def eval_batch_size(self, requested: int) -> int:
-        """Eval batches are padded and masked, so any size works: round up to split evenly."""
-        return _round_up(requested, self.n)
+    def eval_batch_size(self, requested: int, examples: int) -> int:
+        """The batch to evaluate `examples` examples in, rounded up to split evenly (eval
+        batches are padded and masked, so any size works). A split smaller than `requested`
+        is one batch of its own size: padding 100 val examples to 1000 would compute ten
+        times the forward passes."""
+        return _round_up(max(1, min(requested, examples)), self.n)
 
     def place(self, state: TrainState) -> TrainState:
         return jax.device_put(state, self.devices[0])
