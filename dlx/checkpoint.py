@@ -6,6 +6,7 @@ a checkpoint never runs code.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,15 @@ def _pytree(state: Any) -> dict:
     """The saved part of a TrainState: data only (apply_fn and tx are code)."""
     if jax.process_count() > 1:  # orbax refuses host-local jax.Arrays across processes
         state = jax.tree_util.tree_map(np.asarray, state)
-    return {
+    tree = {
         "step": state.step,
         "params": state.params,
         "opt_state": state.opt_state,
         "rng": state.rng,
     }
+    if jax.tree_util.tree_leaves(state.extra):  # only tasks that carry some (EWC)
+        tree["extra"] = state.extra
+    return tree
 
 
 class RunCheckpoints:
@@ -63,28 +67,39 @@ class RunCheckpoints:
                 item_handlers={
                     "state": ocp.StandardCheckpointHandler(),
                     "meta": ocp.JsonCheckpointHandler(),
+                    "host": ocp.StandardCheckpointHandler(),
                 },
             )
             for k in KINDS
         }
 
-    def save(self, state: Any, meta: dict, kinds: tuple[str, ...] = ("latest",)) -> None:
+    def save(
+        self,
+        state: Any,
+        meta: dict,
+        kinds: tuple[str, ...] = ("latest",),
+        host: dict | None = None,
+    ) -> None:
+        """Save `state` and its JSON `meta`; `host` is a dict of numpy arrays a run keeps
+        outside the TrainState (a continual run's replay buffer), restored with `restore`."""
         step = int(jax.device_get(state.step))
+        items = {"state": ocp.args.StandardSave(_pytree(state)), "meta": ocp.args.JsonSave(meta)}
+        if host:
+            items["host"] = ocp.args.StandardSave(host)
         for kind in kinds:
             if step in self._managers[kind].all_steps():
                 continue  # e.g. preempted right after an eval saved this very step
-            self._managers[kind].save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(_pytree(state)), meta=ocp.args.JsonSave(meta)
-                ),
-            )
+            self._managers[kind].save(step, args=ocp.args.Composite(**items))
 
     def steps(self, kind: str = "latest") -> list[int]:
         return list(self._managers[kind].all_steps())
 
-    def restore(self, state: Any, kind: str = "best", step: int | None = None) -> tuple[Any, dict]:
-        """`state` (a TrainState with the right shapes) with the saved values, and the meta.
+    def restore(
+        self, state: Any, kind: str = "best", step: int | None = None, host: dict | None = None
+    ) -> tuple[Any, dict]:
+        """`state` (a TrainState with the right shapes) with the saved values, and the meta;
+        with `host` (a template of the host arrays saved), the meta carries them as
+        `meta["host"]`.
 
         Without `step`, the newest readable checkpoint: a corrupt or half-written one is
         reported and the previous good step is used where one exists.
@@ -100,7 +115,7 @@ class RunCheckpoints:
         errors = []
         for s in steps:
             try:
-                return self._restore_step(state, kind, s)
+                return self._restore_step(state, kind, s, host)
             except UserError as err:
                 errors.append(str(err))
                 if s != steps[-1]:
@@ -110,17 +125,20 @@ class RunCheckpoints:
             hint="the checkpoint is corrupt or truncated, or from a different model",
         )
 
-    def _restore_step(self, state: Any, kind: str, step: int) -> tuple[Any, dict]:
+    def _restore_step(
+        self, state: Any, kind: str, step: int, host: dict | None = None
+    ) -> tuple[Any, dict]:
         path = self.directory / kind / str(step)
         self.check_shapes(state.params, kind, step)
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _pytree(state))
+        shapes = functools.partial(jax.tree_util.tree_map, ocp.utils.to_shape_dtype_struct)
+        items = {
+            "state": ocp.args.StandardRestore(shapes(_pytree(state))),
+            "meta": ocp.args.JsonRestore(),
+        }
+        if host:
+            items["host"] = ocp.args.StandardRestore(shapes(host))
         try:
-            restored = self._managers[kind].restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-                ),
-            )
+            restored = self._managers[kind].restore(step, args=ocp.args.Composite(**items))
         except UserError:
             raise
         except Exception as err:  # orbax raises many types for unreadable data
@@ -128,7 +146,10 @@ class RunCheckpoints:
                 f"cannot read checkpoint {path}: "
                 f"{(str(err).splitlines() or [type(err).__name__])[0][:300]}"
             ) from err
-        return state.replace(**restored["state"]), dict(restored["meta"] or {})
+        meta = dict(restored["meta"] or {})
+        if host:
+            meta["host"] = dict(restored["host"])
+        return state.replace(**restored["state"]), meta
 
     def saved_param_shapes(self, kind: str, step: int) -> dict[str, tuple[int, ...]]:
         """Parameter path -> shape as saved, read from the checkpoint's metadata only."""
@@ -144,19 +165,16 @@ class RunCheckpoints:
 
     def check_shapes(self, params: Any, kind: str, step: int) -> None:
         """A clear error naming the parameter when the model differs from the checkpoint's."""
-        saved = self.saved_param_shapes(kind, step)
         ours = {
             jax.tree_util.keystr(p): tuple(np.shape(v))
             for p, v in jax.tree_util.tree_flatten_with_path(params)[0]
         }
-        for name in sorted(set(saved) | set(ours)):
-            if saved.get(name) != ours.get(name):
-                raise UserError(
-                    f"parameter {name}: checkpoint {self.directory / kind / str(step)} has shape "
-                    f"{saved.get(name, 'none (missing)')}, this model has "
-                    f"{ours.get(name, 'none (missing)')}",
-                    hint="use the same model settings as the run that saved it",
-                )
+        compare_shapes(
+            self.saved_param_shapes(kind, step),
+            ours,
+            f"checkpoint {self.directory / kind / str(step)}",
+            "use the same model settings as the run that saved it",
+        )
 
     def latest_step(self, kind: str = "latest") -> int | None:
         return self._managers[kind].latest_step()
@@ -168,3 +186,15 @@ class RunCheckpoints:
     def close(self) -> None:
         for m in self._managers.values():
             m.close()
+
+
+def compare_shapes(saved: dict, ours: dict, where: str, hint: str) -> None:
+    """Parameter path -> shape maps of saved params and this model's: a UserError naming the
+    first parameter that is missing on one side or shaped differently."""
+    for name in sorted(set(saved) | set(ours)):
+        if saved.get(name) != ours.get(name):
+            raise UserError(
+                f"parameter {name}: {where} has shape {saved.get(name, 'none (missing)')}, "
+                f"this model has {ours.get(name, 'none (missing)')}",
+                hint=hint,
+            )

@@ -81,19 +81,9 @@ def train(overrides: Overrides = None, config_dir: ConfigDir = None, debug: Debu
     overrides = overrides or []
 
     def go() -> int:
-        from dlx.run import resume_config
-        from dlx.run import train as run_train
+        from dlx.commands.train import train_command
 
-        resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
-        rest = [o for o in overrides if not o.startswith("resume=")]
-        if resume:
-            cfg, run_dir = resume_config(resume[-1], rest)
-            _, summary = run_train(cfg, rest, resume_dir=run_dir)
-        else:
-            from dlx.config import compose
-
-            _, summary = run_train(compose(overrides, config_dir), overrides)
-        return int(summary.get("exit_code", 0))
+        return train_command(overrides, config_dir)
 
     code = _guard(debug, go)
     if code:

@@ -9,8 +9,6 @@ the run dir; an existing file is never overwritten (`_2`, `_3`, ... are appended
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dlx.errors import UserError
+from dlx.io import write_json
 
 SPLITS = ("test", "val", "train")
 KINDS = ("best", "latest")
@@ -73,11 +72,6 @@ def per_class_metrics(cm: np.ndarray) -> dict[str, Any]:
     total = cm.sum()
     accuracy = float(tp.sum() / total) if total else float("nan")
     return {"per_class": classes, "macro": macro, "accuracy": accuracy}
-
-
-def lm_metrics(loss: float) -> dict[str, float]:
-    """A mean cross-entropy in nats per character as bits per character and perplexity."""
-    return {"bits_per_char": loss / math.log(2), "perplexity": math.exp(loss)}
 
 
 # ---- model side (jax) -------------------------------------------------------------------
@@ -187,23 +181,18 @@ def run_eval(
     run_dir = find_run_dir(path)
     kind, step = pick_checkpoint(run_dir, Path(path).expanduser(), latest, step)
 
-    from dlx.run import enable_compile_cache
-
-    enable_compile_cache()
     from dlx.train.loop import evaluate
-    from dlx.train.parallel import make_strategy
 
     loaded = load_run(run_dir, list(overrides), kind=kind, step=step)
-    cfg, data = loaded.cfg, loaded.data
+    cfg, data, strategy = loaded.cfg, loaded.data, loaded.setup.strategy
     x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
     if len(x) == 0:
         raise UserError(f"the {split} split of {data.name} is empty", hint="pick another --split")
     batch = int(cfg.data.eval_batch_size)
-    strategy = make_strategy("single")
     state = strategy.place(loaded.state)
-    out = evaluate(state, x, y, batch, strategy)
+    out = evaluate(loaded.task, state, loaded.task.host_batch(x, y), batch, strategy)
     metrics = {f"{split}/{k}": v for k, v in out.items()}
-    task = getattr(data, "task", "classify")
+    task = loaded.task.name
     record: dict[str, Any] = {
         "run_dir": str(run_dir),
         "recipe": cfg.get("recipe"),
@@ -217,9 +206,7 @@ def run_eval(
     png_path = None
     per_class: list[dict[str, Any]] = []
     try:
-        if task == "lm":
-            metrics.update({f"{split}/{k}": v for k, v in lm_metrics(out["loss"]).items()})
-        else:
+        if task == "classify":
             pred = predictions(state, x, strategy.eval_batch_size(batch, len(x)))
             cm = confusion_matrix(y, pred, data.num_classes)
             report = per_class_metrics(cm)
@@ -232,9 +219,7 @@ def run_eval(
                 record["confusion_png"] = png_path.name
         record["metrics"] = metrics
         record.update(evaluated=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=time.time() - t0)
-        tmp = json_path.with_name(json_path.name + ".tmp")
-        tmp.write_text(json.dumps(_clean(record), indent=2) + "\n")
-        tmp.replace(json_path)
+        write_json(json_path, record)
     except BaseException:
         json_path.unlink(missing_ok=True)  # give the claimed name back
         raise
@@ -258,17 +243,6 @@ def _claim(run_dir: Path, base: str) -> tuple[str, Path]:
         os.close(fd)
         return stem, path
     raise UserError(f"too many evals named {base}_N in {run_dir}")
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as strings (as metrics.jsonl does)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:

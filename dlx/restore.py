@@ -56,51 +56,43 @@ def load_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
 class LoadedRun:
     run_dir: Path
     cfg: DictConfig
-    data: Any
-    model: Any
+    setup: Any  # dlx.setup.Setup (data, task, strategy on one device)
     state: Any  # TrainState on one device
     meta: dict
     step: int
 
+    @property
+    def data(self) -> Any:
+        return self.setup.data
 
-def template_state(cfg: DictConfig, model: Any, input_shape: tuple, dtype: Any) -> Any:
-    """A TrainState of shapes only (values get restored over it): eval_shape skips running
-    the initialisers, which dominated the time to load a run."""
-    import jax
-    import jax.numpy as jnp
+    @property
+    def task(self) -> Any:
+        return self.setup.task
 
-    from dlx.train.optim import make_optimizer
-    from dlx.train.step import TrainState
-
-    tx, _ = make_optimizer(cfg.optim, cfg.schedule, 1)
-
-    def create() -> TrainState:
-        sample = jnp.zeros((1, *input_shape), dtype)
-        params = model.init(jax.random.PRNGKey(0), sample)["params"]
-        return TrainState.create(model.apply, params, tx, jax.random.PRNGKey(0))
-
-    return jax.eval_shape(create)
+    @property
+    def model(self) -> Any:
+        return getattr(self.setup.task, "model", None)
 
 
 def load_run(
     path: str | Path, overrides: Sequence[str] = (), kind: str = "best", step: int | None = None
 ) -> LoadedRun:
-    """Config, data, model and the `kind` (best/latest) checkpoint (or `step`) of a run."""
+    """Config, data, task and the `kind` (best/latest) checkpoint (or `step`) of a run, on one
+    device."""
     from dlx.checkpoint import RunCheckpoints
-    from dlx.data import load_dataset
-    from dlx.models import build_model
+    from dlx.setup import build
 
     run_dir = find_run_dir(path)
     cfg = load_config(run_dir, overrides)
-    data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
-    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), data.num_classes)
-    template = template_state(cfg, model, data.input_shape, data.x_train.dtype)
+    setup = build(cfg, strategy="single", runtime=False)
     ckpt = RunCheckpoints(run_dir / "checkpoints", create=False)
-    if step is not None and step not in ckpt.steps(kind):
-        raise UserError(
-            f"no {kind} checkpoint at step {step} in {run_dir}",
-            hint=f"saved {kind} steps: {ckpt.steps(kind) or 'none'}",
-        )
-    state, meta = ckpt.restore(template, kind, step)
-    ckpt.close()
-    return LoadedRun(run_dir, cfg, data, model, state, meta, int(state.step))
+    try:
+        if step is not None and step not in ckpt.steps(kind):
+            raise UserError(
+                f"no {kind} checkpoint at step {step} in {run_dir}",
+                hint=f"saved {kind} steps: {ckpt.steps(kind) or 'none'}",
+            )
+        state, meta = ckpt.restore(setup.template_state(), kind, step)
+    finally:
+        ckpt.close()
+    return LoadedRun(run_dir, setup.cfg, setup, state, meta, int(state.step))

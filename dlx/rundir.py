@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import secrets
 import subprocess
@@ -11,6 +10,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+# Re-exported: the training code imports write_json from here for meta.json and summary.json.
+from dlx.io import write_json as write_json
 
 PACKAGES = (
     "dlx",
@@ -88,10 +90,3 @@ def run_meta(devices: list[Any], command: list[str]) -> dict[str, Any]:
         "platform": devices[0].platform if devices else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically (temp file + rename) so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import re
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dlx.errors import UserError
+from dlx.io import pid_alive
 
 SWEEPS = "sweeps"
 _STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})_[0-9A-Za-z]+$")
@@ -63,25 +63,6 @@ def _read_json(path: Path) -> tuple[Any, bool]:
         return None, True
     except (OSError, ValueError):
         return None, False
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this machine (a zombie counts as gone)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process, alive
-    except OSError:
-        return False
-    try:  # Linux: a zombie has exited and only waits for its parent to reap it
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def started_at(run_dir: Path, meta: Any) -> datetime | None:

@@ -13,8 +13,8 @@ import numpy as np
 def main(out: Path, steps: int, strategies: list[str]) -> None:
     import jax
 
+    from dlx.commands.train import train
     from dlx.config import compose
-    from dlx.run import train
     from dlx.track.metrics import read_metrics
 
     assert jax.device_count() == 8, jax.devices()
@@ -40,10 +40,11 @@ def main(out: Path, steps: int, strategies: list[str]) -> None:
     (out / "report.json").write_text(json.dumps(report))
 
     # Eval counts every example exactly once whatever the device count and batch size.
+    from dlx.restore import load_run
     from dlx.train.loop import evaluate
     from dlx.train.parallel import make_strategy
 
-    from_ckpt = _restore(Path(report[strategies[0]]["run_dir"]))
+    run = load_run(report[strategies[0]]["run_dir"], kind="latest")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(29, 8, 8, 1)).astype(np.float32)
     y = rng.integers(0, 10, 29).astype(np.int32)
@@ -51,28 +52,47 @@ def main(out: Path, steps: int, strategies: list[str]) -> None:
     for name in ("single", "pmap", "sharded"):
         strat = make_strategy(name)
         for bs in (1, 7, 10, 64):
-            counts[f"{name}/{bs}"] = evaluate(strat.place(from_ckpt), x, y, bs, strat)["count"]
+            state = strat.place(run.state)
+            counts[f"{name}/{bs}"] = evaluate(run.task, state, {"x": x, "y": y}, bs, strat)["count"]
     (out / "counts.json").write_text(json.dumps(counts))
+
+    # Continual runs go through the same strategies: replay (batches grow by the buffer's
+    # examples) and EWC (the penalty rides in the state) under each.
+    continual = {}
+    for strategy in ("replay", "ewc"):
+        for name in strategies:
+            overrides = [
+                "recipe=continual",
+                "data=digits",
+                f"continual.strategy={strategy}",
+                "continual.tasks=[[0,1],[2,3],[4,5]]",
+                "continual.replay_per_batch=32",
+                "continual.fisher_samples=64",
+                "data.batch_size=32",
+                "trainer.max_steps=15",
+                "trainer.log_every=1",
+                "trainer.progress=none",
+                f"parallel={name}",
+                f"outputs.dir={out / 'continual' / strategy / name}",
+            ]
+            run_dir, summary = train(compose(overrides), overrides)
+            continual[f"{strategy}/{name}"] = {
+                "R": json.loads((run_dir / "continual.json").read_text())["R"],
+                "parallel": summary["parallel"],
+                "losses": [
+                    r["train/loss"]
+                    for r in read_metrics(run_dir / "metrics.jsonl")
+                    if "train/loss" in r
+                ],
+            }
+    (out / "continual.json").write_text(json.dumps(continual))
 
 
 def _restore(run_dir: Path):
-    """The run's latest checkpoint into a fresh single-device state."""
-    import jax
-    import jax.numpy as jnp
-    from omegaconf import OmegaConf
+    """The run's latest checkpoint as a single-device state."""
+    from dlx.restore import load_run
 
-    from dlx.checkpoint import RunCheckpoints
-    from dlx.models import build_model
-    from dlx.train.optim import make_optimizer
-    from dlx.train.step import TrainState
-
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    model = build_model(OmegaConf.to_container(cfg.model), 10)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
-    tx, _ = make_optimizer(cfg.optim, cfg.schedule, 10)
-    template = TrainState.create(model.apply, params, tx, jax.random.PRNGKey(0))
-    state, _ = RunCheckpoints(run_dir / "checkpoints", create=False).restore(template, "latest")
-    return state
+    return load_run(run_dir, kind="latest").state
 
 
 if __name__ == "__main__":

@@ -134,10 +134,10 @@ def _overrides(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def _run(overrides: list[str]) -> tuple[Path, dict]:
+    from dlx.commands.train import train
     from dlx.config import compose
-    from dlx.continual import run_continual
 
-    return run_continual(compose(overrides), overrides)
+    return train(compose(overrides), overrides)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_permuted_stream_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
         (["continual.tasks=3"], "cannot split 10 classes"),
         (["data.batch_size=400"], "fewer than data.batch_size=400"),
         (["continual.replay_per_batch=0"], "must be positive"),
-        (["parallel=pmap"], "train on one device"),
+        (["init_from=/elsewhere"], "init_from= is not supported for continual runs"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(
@@ -248,3 +248,54 @@ def test_dlx_train_runs_a_continual_recipe(cli, tmp_path) -> None:
     (run,) = (tmp_path / "digits").iterdir()
     report = json.loads((run / "continual.json").read_text())
     assert len(report["R"]) == 2 and all(len(row) == 2 for row in report["R"])
+
+
+@pytest.mark.parametrize("strategy", ["replay", "ewc"])
+def test_preempted_continual_run_resumes_exactly(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    """Preempted in the middle of task 1 (the replay buffer half refilled, EWC's penalty of
+    task 0 in the state), resumed: the same R, train losses and final params as a run that
+    was never stopped."""
+    import signal
+
+    import jax
+
+    from dlx.commands.train import resume_config, train
+    from dlx.restore import load_run
+    from dlx.track.metrics import read_metrics
+    from dlx.train.signals import StopRequest
+
+    extra = (f"continual.strategy={strategy}", "trainer.log_every=1", "model.dropout=0.3")
+    whole_dir, whole = _run(_overrides(tmp_path / "whole", *extra))
+    calls = {"n": 0}
+
+    def stop_before_step_5(self: StopRequest) -> bool:  # a SIGTERM arriving after step 4
+        calls["n"] += 1
+        if calls["n"] > 4:
+            self.signum = signal.SIGTERM
+        return self.signum is not None
+
+    with monkeypatch.context() as m:
+        m.setattr(StopRequest, "__call__", stop_before_step_5)
+        cut_dir, cut = _run(_overrides(tmp_path / "cut", *extra))
+    assert cut["status"] == "preempted" and cut["steps"] == 4
+    assert cut["exit_code"] == 128 + signal.SIGTERM
+    cfg, run = resume_config(cut_dir, [])
+    _, resumed = train(cfg, [], resume_dir=run)
+    assert resumed["status"] == "finished" and resumed["steps"] == whole["steps"] == 9
+
+    def losses(d: Path) -> list:
+        return [
+            (r["step"], r["train/loss"])
+            for r in read_metrics(d / "metrics.jsonl")
+            if "train/loss" in r
+        ]
+
+    assert losses(cut_dir) == losses(whole_dir)  # bit for bit, step by step
+    report = {d: json.loads((d / "continual.json").read_text()) for d in (cut_dir, whole_dir)}
+    assert report[cut_dir]["R"] == report[whole_dir]["R"]
+    a, b = (
+        jax.tree_util.tree_leaves(load_run(d, kind="latest").state) for d in (cut_dir, whole_dir)
+    )
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlx.evaluate import confusion_matrix, lm_metrics, per_class_metrics
+from dlx.evaluate import confusion_matrix, per_class_metrics
+from dlx.tasks import lm_metrics
 
 # 320 training examples / batch 32 = 10 steps an epoch: evals (and checkpoints) at steps
 # 10, 20 and 30; `latest` keeps the last two (20, 30), `best` the best by val accuracy.

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parallel_worker import _restore  # tests/ is on sys.path under pytest
 
 STEPS = 24
 EIGHT = {
@@ -45,7 +44,10 @@ def _report(runs: Path) -> dict:
 def _params(run_dir: str) -> list[np.ndarray]:
     import jax
 
-    return [np.asarray(p) for p in jax.tree_util.tree_leaves(_restore(Path(run_dir)).params)]
+    from dlx.restore import load_run
+
+    params = load_run(run_dir, kind="latest").state.params
+    return [np.asarray(p) for p in jax.tree_util.tree_leaves(params)]
 
 
 def test_same_loss_curve_for_every_strategy(runs: Path) -> None:
@@ -66,6 +68,18 @@ def test_same_final_params_for_every_strategy(runs: Path) -> None:
         assert diff < 1e-5, f"{name}: max abs param difference {diff}"
     # Different runs really differ: the comparison above is not vacuous.
     assert max(float(np.abs(p).max()) for p in single) > 0.01
+
+
+@pytest.mark.parametrize("strategy", ["replay", "ewc"])
+def test_continual_runs_give_the_same_numbers_on_8_devices(runs: Path, strategy: str) -> None:
+    report = json.loads((runs / "continual.json").read_text())
+    single = report[f"{strategy}/single"]
+    assert len(single["losses"]) == 15 and np.asarray(single["R"]).shape == (3, 3)
+    for name in ("pmap", "sharded"):
+        other = report[f"{strategy}/{name}"]
+        assert "8" in other["parallel"], other["parallel"]  # really ran on 8 devices
+        np.testing.assert_allclose(other["losses"], single["losses"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(other["R"], single["R"], atol=0.02)
 
 
 def test_eval_counts_every_example_once_on_any_device_count(runs: Path) -> None:

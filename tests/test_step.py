@@ -4,16 +4,24 @@ and eval counts every example exactly once whatever the batch size."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dlx.models import build_model
+from dlx.tasks import Classify
 from dlx.train.loop import evaluate
 from dlx.train.optim import make_optimizer
-from dlx.train.parallel import make_strategy
-from dlx.train.step import TrainState, compiled_train_step
+from dlx.train.parallel import compiled_train_step, make_strategy
+from dlx.train.step import TrainState
 
-jit_train_step = compiled_train_step()
+MODEL = build_model({"name": "cnn", "features": [8], "dense": 16, "dropout": 0.0}, 2)
+TASK = Classify(MODEL)
+
+
+def jit_train_step(state: TrainState, x: np.ndarray, y: np.ndarray) -> tuple:
+    return compiled_train_step()(TASK, state, {"x": x, "y": y})
+
 
 ADAM = {"name": "adam", "lr": 3e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
 
@@ -27,10 +35,9 @@ def batch():
 
 
 def _state(optim: dict, schedule: dict | None = None, steps: int = 30) -> TrainState:
-    model = build_model({"name": "cnn", "features": [8], "dense": 16, "dropout": 0.0}, 2)
-    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 1), np.float32))["params"]
+    params = MODEL.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 1), np.float32))["params"]
     tx, _ = make_optimizer(optim, schedule or {"name": "constant"}, steps)
-    return TrainState.create(model.apply, params, tx, jax.random.PRNGKey(1))
+    return TrainState.create(MODEL.apply, params, tx, jax.random.PRNGKey(1))
 
 
 @pytest.mark.parametrize(
@@ -76,9 +83,10 @@ def test_warmup_cosine_shape() -> None:
 def test_eval_counts_every_example_once(batch, eval_batch: int) -> None:
     x, y = batch
     single = make_strategy("single")
-    out = evaluate(_state(ADAM), x[:29], y[:29], eval_batch, single)
+    arrays = {"x": x[:29], "y": y[:29]}
+    out = evaluate(TASK, _state(ADAM), arrays, eval_batch, single)
     assert out["count"] == 29
-    reference = evaluate(_state(ADAM), x[:29], y[:29], 29, single)
+    reference = evaluate(TASK, _state(ADAM), arrays, 29, single)
     assert out["accuracy"] == pytest.approx(reference["accuracy"])
     assert out["loss"] == pytest.approx(reference["loss"], rel=1e-5)
 
@@ -91,7 +99,12 @@ def test_negative_labels_are_ignored_by_loss_and_accuracy() -> None:
     loss, hits, valid = masked_loss_and_hits(logits, labels)
     assert float(valid.sum()) == 7
     assert float(loss[0, 3:].sum()) == 0.0 and float(hits[1, 4]) == 0.0
-    other = labels.copy()
-    other[0, 3:] = 0  # what sits under ignored positions must not matter
-    loss2, _, _ = masked_loss_and_hits(logits, np.where(labels < 0, -1, other))
-    assert float(loss.sum()) == pytest.approx(float(loss2.sum()))
+    # What the model outputs at ignored positions must not matter: other logits there, the
+    # same loss and hits; other logits at a counted position change the loss.
+    ignored = np.asarray(labels < 0)[..., None]
+    noise = 10 * jax.random.normal(jax.random.PRNGKey(1), logits.shape)
+    loss2, hits2, _ = masked_loss_and_hits(jnp.where(ignored, noise, logits), labels)
+    assert float(loss2.sum()) == pytest.approx(float(loss.sum()))
+    assert float(hits2.sum()) == float(hits.sum())
+    counted = jnp.where(ignored, logits, noise)
+    assert float(masked_loss_and_hits(counted, labels)[0].sum()) != pytest.approx(float(loss.sum()))

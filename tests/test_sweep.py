@@ -383,6 +383,43 @@ def test_dead_workers_running_trial_is_rerun(tmp_path: Path) -> None:
     assert got[0]["status"] == "interrupted" and "worker ghost stopped" in got[0]["error"]
 
 
+@pytest.mark.parametrize("pid", ["abc", None, 0])
+def test_malformed_worker_pid_is_left_to_the_heartbeat(tmp_path: Path, pid: Any) -> None:
+    """A pid no worker writes (workers record os.getpid()) proves nothing: the trial keeps
+    running until its heartbeat goes stale."""
+    plan = make_plan([*TINY, f"outputs.dir={tmp_path}", "optim.lr=1e-3,3e-3"])
+    ghost = SweepStudy(plan, worker="ghost")
+    claim = ghost.claim()
+    assert claim is not None
+    ghost.storage.set_trial_user_attr(claim.trial_id, "pid", pid)
+    other = SweepStudy(plan, worker="other")
+    other.reap()
+    assert [r["status"] for r in trial_rows(other)] == ["running"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_zombie_worker_pid_counts_as_gone(tmp_path: Path) -> None:
+    plan = make_plan([*TINY, f"outputs.dir={tmp_path}", "optim.lr=1e-3,3e-3"])
+    ghost = SweepStudy(plan, worker="ghost")
+    claim = ghost.claim()
+    assert claim is not None
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30  # exited, not yet waited for: a zombie
+        while time.monotonic() < deadline:
+            stat = Path(f"/proc/{zombie.pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        ghost.storage.set_trial_user_attr(claim.trial_id, "pid", zombie.pid)
+        other = SweepStudy(plan, worker="other")
+        other.reap()
+    finally:
+        zombie.wait()
+    got = trial_rows(other)
+    assert got[0]["status"] == "interrupted" and "worker ghost stopped" in got[0]["error"]
+
+
 # ----- the subprocess runner, against a fake `dlx train`
 
 FAKE_TRAIN = r"""

@@ -147,14 +147,18 @@ def test_lm_eval_counts_every_character_once_and_never_padding() -> None:
     import optax
 
     from dlx.models import build_model
-    from dlx.train.step import TrainState, eval_step
+    from dlx.tasks import LanguageModel
+    from dlx.train.step import TrainState
 
     ids = encode("a cab, a bad cab.", build_vocab("abcd ,."))
     x, y = chunk(ids, 5)  # 16 targets in 4 chunks of 5: the last chunk has 4 padded slots
     model = build_model({"name": "transformer_lm", "d_model": 16, "heads": 2}, num_classes=9)
     params = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])["params"]
     state = TrainState.create(model.apply, params, optax.sgd(0.1), jax.random.PRNGKey(1))
-    out = jax.jit(eval_step)(state, x, y, np.ones(len(x), bool))
+    task = LanguageModel(model)
+    out = jax.jit(task.eval_step, static_argnums=2)(
+        state, {"x": x, "y": y, "mask": np.ones(len(x), bool)}, None
+    )
     assert float(out["labels"]) == len(ids) - 1 == 16
     logits = np.asarray(jax.jit(model.apply)({"params": params}, x), np.float64)
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))

@@ -54,3 +54,10 @@ def recipe_description(path: Path) -> str:
         if line:
             break
     return ""
+
+
+def cache_root() -> Path:
+    """dlx's cache folder (compiled programs, datasets): $DLX_CACHE, else ~/.cache/dlx."""
+    import os
+
+    return Path(os.environ.get("DLX_CACHE") or Path.home() / ".cache" / "dlx").expanduser()

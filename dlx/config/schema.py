@@ -61,8 +61,8 @@ class TrainerConfig:
     sync_every: int = 16
     eval_every: int = 1
     checkpoint: bool = True
-    best_metric: str = "val/accuracy"
-    best_mode: str = "max"
+    best_metric: str | None = None  # None: the task's default (dlx/tasks)
+    best_mode: str | None = None
     progress: str = "auto"
     profile: bool = False  # jax.profiler trace of trainer.profile_steps into <run>/profile
     profile_steps: list[int] = field(default_factory=lambda: [10, 15])  # first, last
@@ -106,11 +106,13 @@ class DlxConfig:
     dist: DistConfig = field(default_factory=DistConfig)
     # logger name -> its settings (conf/logger/*.yaml); metrics.jsonl is always written
     logger: dict[str, Any] = field(default_factory=dict)
+    # what the run trains (dlx/tasks): name auto|classify|lm|regress|gan, plus its settings
+    task: dict[str, Any] = field(default_factory=lambda: {"name": "auto"})
     continual: Any = None  # a task stream (dlx/continual): set by recipes/continual*.yaml
 
 
 CHOICES = {
-    "trainer.best_mode": ("max", "min"),
+    "trainer.best_mode": (None, "max", "min"),
     "trainer.progress": ("auto", "rich", "plain", "none"),
     "parallel.name": ("auto", "single", "pmap", "sharded"),
     "trainer.early_stopping.mode": (None, "max", "min"),

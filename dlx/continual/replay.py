@@ -46,3 +46,22 @@ class ReservoirBuffer:
             )
         idx = self.rng.integers(0, self.size, n)
         return self.x[idx], self.y[idx], self.task[idx]
+
+    # ---- checkpointing: the buffer and its random state, so a resumed run draws the same
+    def arrays(self) -> dict[str, np.ndarray]:
+        # Copies: checkpoints are written asynchronously while the buffer keeps changing.
+        return {
+            "x": self.x.copy(),
+            "y": self.y.copy(),
+            "task": self.task.copy(),
+            "seen": np.asarray(self.seen),
+        }
+
+    def rng_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def load(self, arrays: dict, rng_state: dict) -> None:
+        self.x[...], self.y[...] = np.asarray(arrays["x"]), np.asarray(arrays["y"])
+        self.task[...] = np.asarray(arrays["task"])
+        self.seen = int(np.asarray(arrays["seen"]))
+        self.rng.bit_generator.state = rng_state

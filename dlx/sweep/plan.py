@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from dlx.errors import UserError
-from dlx.sweep.files import atomic_write
+from dlx.io import atomic_write
 from dlx.sweep.settings import SweepSettings, load_settings
 from dlx.sweep.space import Param, grid_points, parse_overrides, point_overrides, random_points
 

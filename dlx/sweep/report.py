@@ -17,7 +17,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from dlx.sweep.files import atomic_write
+from dlx.io import atomic_write
 from dlx.sweep.plan import SweepPlan
 
 STATUS_STYLE = {

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlx.io import pid_alive
 from dlx.sweep.plan import SweepPlan
 from dlx.sweep.space import Param
 
@@ -87,16 +88,6 @@ def outcome(t: Any) -> str:
         return "waiting"
     named = {TrialState.COMPLETE: "finished", TrialState.PRUNED: "pruned"}
     return t.user_attrs.get(OUTCOME) or named.get(t.state, "failed")
-
-
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, TypeError, ValueError):
-        return True
-    return True
 
 
 class SweepStudy:
@@ -276,7 +267,10 @@ class SweepStudy:
             if a.get("worker") == self.worker:
                 continue
             beat = float(a.get("heartbeat") or t.datetime_start.timestamp())
-            gone = a.get("host") == HOST and "pid" in a and not _alive(a["pid"])
+            pid = a.get("pid")
+            # Only a real pid (workers record os.getpid()) on this host proves a worker gone; a
+            # malformed one is left to the heartbeat check.
+            gone = a.get("host") == HOST and type(pid) is int and pid > 0 and not pid_alive(pid)
             if gone or now - beat > self.plan.settings.stale_after:
                 why = f"worker {a.get('worker', '?')} stopped (no heartbeat for {now - beat:.0f}s)"
                 self.mark_interrupted(self._id(t.number), why)

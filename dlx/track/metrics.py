@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as strings so the file stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+from dlx.io import json_clean
 
 
 class MetricsWriter:
@@ -21,7 +15,8 @@ class MetricsWriter:
         self._f = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        # JSON has no NaN/inf: json_clean writes them as strings so the file stays valid JSON.
+        self._f.write(json.dumps(json_clean(record)) + "\n")
         self._f.flush()
 
     def close(self) -> None:

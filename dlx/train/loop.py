@@ -1,9 +1,14 @@
-"""The training loop: epochs of jitted steps, periodic logs, val eval, checkpoints,
-and the ways a run ends early: preemption (SIGTERM/SIGINT), divergence, early stopping.
+"""The training loop: epochs of jitted steps, periodic logs, val evals, checkpoints, and the
+ways a run ends early: preemption (SIGTERM/SIGINT), divergence, early stopping.
+
+It runs one `Phase`: the whole of a standard run, or one task of a continual stream. What a
+step computes is the task's business (dlx/tasks), how it spreads over devices the strategy's
+(dlx/train/parallel.py); the loop only feeds batches and keeps time.
 
 The host never waits for the device on the hot path: it blocks only on a step that is
-`trainer.sync_every` steps old (bounding work in flight, see DESIGN.md, without draining the
-queue), and train logs are read one step late, while the next step already runs.
+`trainer.sync_every` steps old (bounding work in flight: with fake CPU devices, 64-100 steps
+dispatched without a sync aborted XLA in an all-reduce rendezvous), and train logs are read
+one step late, while the next step already runs.
 
 Resuming is exact: the batch order is a pure function of (seed, epoch), dropout keys of
 (rng, step), so restoring the state and skipping the epoch's first batches replays the run.
@@ -14,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlx.data import Dataset, epoch_batches, eval_batches
+from dlx.data import epoch_batches, eval_batches
 from dlx.train.parallel import Strategy, to_host
 from dlx.train.step import TrainState
+
+SHORT = {"accuracy": "acc"}  # names on the console line
 
 
 @dataclass
@@ -66,39 +74,76 @@ class LoopResult:
     last_eval: dict[str, float] = field(default_factory=dict)
     train_time_s: float = 0.0
     samples_per_sec: float = 0.0
+    timed_steps: int = 0
 
     @property
     def steps(self) -> int:
         return self.loop.step
 
 
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    return examples // batch_size
+
+
+def total_steps(examples: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    """Steps of a run: whole epochs of full batches, capped by max_steps."""
+    total = steps_per_epoch(examples, batch_size) * epochs
+    return total if max_steps is None else min(total, max_steps)
+
+
+@dataclass
+class Phase:
+    """One stretch of training: `total` steps over epochs of `examples` (row indices into
+    whatever `make_batch` reads), starting at global step `first_step`."""
+
+    examples: int
+    batch_size: int
+    total: int
+    make_batch: Callable[[np.ndarray, int], dict]  # (rows, epoch) -> host batch dict
+    evaluate: Callable[[TrainState, int], dict]  # (state, epoch) -> {"val/...": ...}
+    lr_at: Callable[[int], float]  # step within the phase -> learning rate
+    first_step: int = 0
+    seed: int = 0  # batch order: a function of (seed, batch_order(epoch))
+    eval_every: int = 1  # epochs; the phase's last epoch is always evaluated
+    batch_order: Callable[[int], int] = lambda epoch: epoch  # epoch -> epoch_batches' id
+    finish: Callable[[TrainState], TrainState] | None = None  # after the last step
+    meta: Callable[[], dict] = dict  # added to each checkpoint's meta
+    host_state: Callable[[], dict] | None = None  # host arrays saved with each checkpoint
+    label: str = ""  # prefix of log lines ("task 2 ")
+
+    @property
+    def per_epoch(self) -> int:
+        return steps_per_epoch(self.examples, self.batch_size)
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total / self.per_epoch) if self.total else 0
+
+
+@dataclass
+class LoopIO:
+    """Where the loop reports to: a RunSession provides these (dlx/session.py)."""
+
+    console: Any
+    metrics: Any
+    checkpoints: Any = None
+    should_stop: Callable[[], bool] = lambda: False
+    profiler: Any = None
+
+
 def evaluate(
-    state: TrainState,
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    strategy: Strategy,
-    lm: bool = False,
+    task: Any, state: TrainState, arrays: dict[str, np.ndarray], batch_size: int, strategy: Strategy
 ) -> dict:
-    """Loss and accuracy over every example exactly once (padded final batch is masked)."""
+    """The task's metrics over every example exactly once (the padded last batch is masked)."""
+    n = len(next(iter(arrays.values())))
     sums = None
-    put = strategy.batch
-    for idx, mask in eval_batches(len(x), strategy.eval_batch_size(batch_size, len(x))):
-        out = strategy.eval_step(state, put(x[idx]), put(y[idx]), put(mask))
+    for idx, mask in eval_batches(n, strategy.eval_batch_size(batch_size, n)):
+        batch = {**{k: v[idx] for k, v in arrays.items()}, "mask": mask}
+        out = strategy.eval_step(task, state, strategy.batch(batch))
         sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
     if sums is None:
-        return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
-    sums = to_host(sums)
-    n = max(float(sums["labels"]), 1.0)
-    out = {
-        "loss": float(sums["loss_sum"]) / n,
-        "accuracy": float(sums["correct"]) / n,
-        "count": int(sums["count"]),
-    }
-    if lm:  # loss is mean nats per predicted token (a character for char-level LMs)
-        out["bits_per_char"] = out["loss"] / math.log(2)
-        out["perplexity"] = math.exp(min(out["loss"], 700.0))
-    return out
+        return {"loss": float("nan"), "count": 0}
+    return task.summarize(to_host(sums))
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
@@ -110,8 +155,8 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 class TrainLog:
     """Averages step metrics over a window and writes them one step late (see module doc)."""
 
-    def __init__(self, batch: int, schedule: Any, console: Any, metrics: Any) -> None:
-        self.batch, self.schedule, self.console, self.metrics = batch, schedule, console, metrics
+    def __init__(self, batch: int, phase: Phase, shown: tuple, io: LoopIO) -> None:
+        self.batch, self.phase, self.shown, self.io = batch, phase, shown, io
         self.window: list[dict] = []
         self.pending: tuple | None = None
         self.t_last = time.perf_counter()
@@ -119,22 +164,22 @@ class TrainLog:
     def add(self, m: dict) -> None:
         self.window.append(m)
 
-    def close_window(self, step: int, epoch: int, epochs: int, done: int, steps: int) -> None:
-        self.pending = (self.window, step, epoch, epochs, done, steps)
+    def close_window(self, step: int, epoch: int, done: int, steps: int) -> None:
+        self.pending = (self.window, step, epoch, done, steps)
         self.window = []
 
     def flush(self) -> None:
         if self.pending is None:
             return
-        window, step, epoch, epochs, done, steps = self.pending
+        window, step, epoch, done, steps = self.pending
         self.pending = None
         host = to_host(window)  # blocks on the window's last step only
         now = time.perf_counter()
         mean = {k: float(np.mean([w[k] for w in host])) for k in host[0]}
         sps = len(window) * self.batch / max(now - self.t_last, 1e-9)
         self.t_last = now
-        lr = float(self.schedule(step - 1))
-        self.metrics.write(
+        lr = float(self.phase.lr_at(step - self.phase.first_step - 1))
+        self.io.metrics.write(
             {
                 "step": step,
                 "epoch": epoch,
@@ -143,60 +188,48 @@ class TrainLog:
                 "train/samples_per_sec": sps,
             }
         )
-        self.console.log_line(
-            f"epoch {epoch}/{epochs} step {done}/{steps} (global {step}) loss {mean['loss']:.4f} "
-            f"acc {mean['accuracy']:.4f} lr {lr:.2e} {sps:.0f} samples/s"
+        shown = " ".join(f"{SHORT.get(k, k)} {mean[k]:.4f}" for k in self.shown if k in mean)
+        self.io.console.log_line(
+            f"{self.phase.label}epoch {epoch}/{self.phase.epochs} step {done}/{steps} "
+            f"(global {step}) {shown} lr {lr:.2e} {sps:.0f} samples/s"
         )
-        self.console.advance(done, {"loss": mean["loss"], "acc": mean["accuracy"]})
+        self.io.console.advance(done, {SHORT.get(k, k): mean[k] for k in self.shown if k in mean})
 
 
 def train_loop(
-    cfg: Any,
-    data: Dataset,
+    trainer: Any,
+    phase: Phase,
+    task: Any,
     state: TrainState,
-    schedule: Any,
-    *,
     strategy: Strategy,
-    console: Any,
-    metrics: Any,
-    checkpoints: Any | None,
+    io: LoopIO,
     start: LoopState | None = None,
-    should_stop: Any = lambda: False,
-    profiler: Any = None,
 ) -> LoopResult:
-    """Train `state` (already placed by `strategy`) from `start` (resume) or step 0."""
-    tr, batch = cfg.trainer, int(cfg.data.batch_size)
-    steps_per_epoch = len(data.x_train) // batch
-    total = steps_per_epoch * tr.epochs
-    if tr.max_steps is not None:
-        total = min(total, tr.max_steps)
-    epochs = math.ceil(total / steps_per_epoch)
-    loop = start or LoopState()
-    res = LoopResult(state=state, loop=loop, epochs_completed=loop.step // steps_per_epoch)
-    log = TrainLog(batch, schedule, console, metrics)
+    """Train `state` (already placed by `strategy`) through `phase`, from `start` (resume)
+    or the phase's first step. `trainer` is the config's trainer section (best_metric and
+    best_mode resolved)."""
+    tr, batch, per_epoch = trainer, phase.batch_size, phase.per_epoch
+    loop = start or LoopState(step=phase.first_step)
+    done_before = loop.step - phase.first_step  # steps of this phase already trained
+    res = LoopResult(state=state, loop=loop, epochs_completed=done_before // per_epoch)
+    log = TrainLog(batch, phase, getattr(task, "shown", ("loss",)), io)
     stop_cfg = tr.early_stopping
     stop_metric = stop_cfg.metric or tr.best_metric
     stop_mode = stop_cfg.mode or tr.best_mode
     timed_steps, timed_s = 0, 0.0  # steady-state throughput: excludes compile and eval
     first_step = loop.step + 1
-    put = strategy.batch
+    end = phase.first_step + phase.total
 
     def save(epoch: int, kinds: tuple[str, ...] = ("latest",)) -> None:
-        if checkpoints is not None:
-            checkpoints.save(strategy.unreplicate(res.state), loop.meta(epoch), kinds)
+        if io.checkpoints is not None:
+            host = phase.host_state() if phase.host_state is not None else None
+            meta = {**loop.meta(epoch), **phase.meta()}
+            io.checkpoints.save(strategy.unreplicate(res.state), meta, kinds, host=host)
 
     def run_eval(epoch: int) -> None:
-        out = evaluate(
-            res.state,
-            data.x_val,
-            data.y_val,
-            cfg.data.eval_batch_size,
-            strategy,
-            lm=data.task == "lm",
-        )
-        rec = {f"val/{k}": v for k, v in out.items()}
-        metrics.write({"step": loop.step, "epoch": epoch, **rec})
-        console.metrics_table(f"val after epoch {epoch} (step {loop.step})", rec)
+        rec = phase.evaluate(res.state, epoch)
+        io.metrics.write({"step": loop.step, "epoch": epoch, **rec})
+        io.console.metrics_table(f"{phase.label}val after epoch {epoch} (step {loop.step})", rec)
         res.last_eval = rec
         value = rec.get(tr.best_metric)
         improved = value is not None and _improved(
@@ -221,24 +254,25 @@ def train_loop(
                 return True
         return False
 
-    for epoch in range(res.epochs_completed + 1, epochs + 1):
-        steps_this_epoch = min(steps_per_epoch, total - (epoch - 1) * steps_per_epoch)
-        skip = loop.step - (epoch - 1) * steps_per_epoch  # > 0 only when resuming mid-epoch
-        console.start_epoch(epoch, epochs, steps_this_epoch)
+    for epoch in range(res.epochs_completed + 1, phase.epochs + 1):
+        steps_this_epoch = min(per_epoch, phase.total - (epoch - 1) * per_epoch)
+        skip = done_before - (epoch - 1) * per_epoch  # > 0 only when resuming mid-epoch
+        io.console.start_epoch(epoch, phase.epochs, steps_this_epoch)
         in_flight: deque = deque()
         t_epoch, epoch_steps = time.perf_counter(), 0
-        batches = epoch_batches(len(data.x_train), batch, seed=cfg.seed, epoch=epoch)
-        for i, idx in zip(range(steps_this_epoch), batches, strict=False):
+        order = epoch_batches(
+            phase.examples, batch, seed=phase.seed, epoch=phase.batch_order(epoch)
+        )
+        for i, idx in zip(range(steps_this_epoch), order, strict=False):
             if i < skip:
                 continue
-            if should_stop():
+            if io.should_stop():
                 res.stop = "preempted"
                 break
-            if profiler is not None:  # starts/stops a jax.profiler trace (trainer.profile)
-                profiler.on_step(loop.step + 1, res.state)
-            res.state, m = strategy.train_step(
-                res.state, put(data.x_train[idx]), put(data.y_train[idx])
-            )
+            if io.profiler is not None:  # starts/stops a jax.profiler trace (trainer.profile)
+                io.profiler.on_step(loop.step + 1, res.state)
+            host = phase.make_batch(idx, epoch)
+            res.state, m = strategy.train_step(task, res.state, strategy.batch(host))
             loop.step, epoch_steps = loop.step + 1, epoch_steps + 1
             log.add(m)
             in_flight.append((loop.step, m["loss"]))
@@ -249,38 +283,35 @@ def train_loop(
                 break
             log.flush()  # the previous window, while this step runs
             if loop.step % tr.log_every == 0 or i + 1 == steps_this_epoch:
-                log.close_window(loop.step, epoch, epochs, i + 1, steps_this_epoch)
+                log.close_window(loop.step, epoch, i + 1, steps_this_epoch)
         if res.stop is None:
             diverged(in_flight, 0)
         if res.stop == "diverged":
-            console.end_epoch()
+            io.console.end_epoch()
             break  # the last good checkpoint stays the latest one
         if res.stop == "preempted" and log.window:
-            log.close_window(
-                loop.step,
-                epoch,
-                epochs,
-                loop.step - (epoch - 1) * steps_per_epoch,
-                steps_this_epoch,
-            )
+            done = loop.step - phase.first_step - (epoch - 1) * per_epoch
+            log.close_window(loop.step, epoch, done, steps_this_epoch)
         log.flush()
         jax.block_until_ready(res.state.params)
         timed_steps += epoch_steps
         timed_s += time.perf_counter() - t_epoch
-        console.end_epoch()
+        io.console.end_epoch()
         if res.stop == "preempted":
             save(epoch)
             break
         res.epochs_completed = epoch
-        if epoch % tr.eval_every == 0 or loop.step >= total:
+        if loop.step >= end and phase.finish is not None:
+            res.state = phase.finish(res.state)
+        if epoch % phase.eval_every == 0 or loop.step >= end:
             run_eval(epoch)
-        if loop.step >= total:
+        if loop.step >= end:
             break
         if stop_cfg.patience is not None and loop.stale_evals >= stop_cfg.patience:
             res.stop = "early_stopped"
             break
-    if profiler is not None:
-        profiler.close(res.state)  # training ended inside trainer.profile_steps
-    res.train_time_s = timed_s
+    if io.profiler is not None:
+        io.profiler.close(res.state)  # training ended inside trainer.profile_steps
+    res.train_time_s, res.timed_steps = timed_s, timed_steps
     res.samples_per_sec = timed_steps * batch / timed_s if timed_s > 0 else float("nan")
     return res

@@ -1,0 +1,352 @@
+"""A continual run: a stream of tasks trained in order on one model, every task evaluated
+after each one (row i of the accuracy matrix R). Same lifecycle, loop, strategies and
+checkpoints as a standard run (dlx/train/fit.py): each task is one `Phase` of the loop.
+
+    task 0 ... task T-1:  reset the optimizer, train (replay: mix buffer examples into each
+    batch), [ewc: Fisher of the task into state.extra], evaluate every task -> R[i]
+
+The strategies are variations, not loops of their own: EWC is the classify task's penalty
+(dlx/tasks/supervised.py), replay is how batches are built (here), the task-incremental head
+mask is an `allowed` array in the batch. So continual runs run multi-device and resume after
+preemption exactly: each checkpoint carries the stream position and R so far in its meta, the
+replay buffer (and its random state) beside the TrainState, the EWC penalty inside it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from dlx.continual.config import ContinualConfig, parse_config
+from dlx.errors import UserError
+from dlx.setup import Setup
+from dlx.train.loop import LoopState, Phase, evaluate, total_steps, train_loop
+
+
+def _spend(steps: list[int], budget: int) -> list[int]:
+    """trainer.max_steps as a budget for the whole stream: later tasks get what is left."""
+    out = []
+    for n in steps:
+        out.append(min(n, budget))
+        budget -= out[-1]
+    return out
+
+
+class StreamFit:
+    name = "continual"
+
+    def __init__(self, cfg: Any) -> None:
+        self.ccfg: ContinualConfig = parse_config(cfg.continual)
+        self.stream: Any = None
+        self.steps: list[int] = []
+
+    def plan(self, cfg: Any, data: Any) -> None:
+        from dlx.continual.stream import build_stream
+
+        if self.stream is None:
+            batch = int(cfg.data.batch_size)
+            self.stream = build_stream(self.ccfg, data, cfg.seed, batch)
+            c = self.ccfg
+            self.steps = [
+                total_steps(len(t.train_idx), batch, c.epochs_per_task, c.max_steps_per_task)
+                for t in self.stream.tasks
+            ]
+            if cfg.trainer.max_steps is not None:
+                self.steps = _spend(self.steps, int(cfg.trainer.max_steps))
+
+    def schedule_steps(self, cfg: Any, data: Any) -> int:
+        """One optimizer for every task (one compiled step); its state and schedule restart
+        at each task, the schedule spanning the longest task."""
+        self.plan(cfg, data)
+        return max(self.steps)
+
+    # ---- before anything is written ---------------------------------------------------------
+
+    def initial(self, setup: Setup, resume_dir: Any) -> tuple[Any, LoopState | None, Any]:
+        import jax
+
+        cfg, c = setup.cfg, self.ccfg
+        if cfg.init_from:
+            raise UserError(
+                "init_from= is not supported for continual runs", hint="drop init_from="
+            )
+        if jax.process_count() > 1:
+            raise UserError(
+                "continual runs use one process (several devices are fine)",
+                hint="drop the dist.* settings",
+            )
+        self.plan(cfg, setup.data)
+        batch = int(cfg.data.batch_size)
+        what = "data.batch_size + continual.replay_per_batch" if c.strategy == "replay" else None
+        full = batch + (c.replay_per_batch if c.strategy == "replay" else 0)
+        setup.strategy.check_batch(full, what or "data.batch_size")
+        self.buffer = None
+        if c.strategy == "replay":
+            from dlx.continual.replay import ReservoirBuffer
+
+            x = self.stream.x_train
+            self.buffer = ReservoirBuffer(c.replay_size, x.shape[1:], x.dtype, cfg.seed)
+        self.R: list[list[float]] = []
+        self.init_acc: list[float] | None = None
+        self.timings: list[dict] = []
+        self.final: list[dict] | None = None  # the last R row's evals (loss and count)
+        state = setup.init_state()
+        if resume_dir is None:
+            return state, None, None
+        from dlx.session import read_resume
+
+        state, start, meta = read_resume(resume_dir, state, self._host_template())
+        self.R, self.init_acc = meta.get("R", []), meta.get("init_accuracy")
+        self.timings = meta.get("timings", [])
+        if self.buffer is not None:
+            self.buffer.load(meta["host"], meta["replay_rng"])
+        return state, start, None
+
+    def summary_fields(self) -> dict:
+        c = self.ccfg
+        return {
+            "continual": {
+                "stream": c.stream,
+                "scenario": c.scenario,
+                "strategy": c.strategy,
+                "tasks": [t.name for t in self.stream.tasks],
+            }
+        }
+
+    def _host_template(self) -> dict | None:
+        return self.buffer.arrays() if self.buffer is not None else None
+
+    # ---- the stream ---------------------------------------------------------------------------
+
+    def run(
+        self, setup: Setup, session: Any, state: Any, start: LoopState | None, host: Any
+    ) -> None:
+        cfg, c, tasks, strategy = setup.cfg, self.ccfg, self.stream.tasks, setup.strategy
+        session.console.info(
+            f"continual: {c.stream} {setup.data.name}, {len(tasks)} tasks "
+            f"({', '.join(t.name for t in tasks)}), {c.scenario}-incremental, "
+            f"strategy {c.strategy}; R[i][j] on {c.eval_split}"
+        )
+        state = strategy.place(state)
+        if self.init_acc is None:
+            self.init_acc = [e["accuracy"] for e in self.evaluate_all(setup, state)]
+        first = len(self.R)  # tasks already done (and evaluated) before a resume
+        step = start.step if start is not None else 0
+        samples, train_s, result = 0, 0.0, None
+        for t in range(first, len(tasks)):
+            offset = sum(self.steps[:t])
+            mid_task = start is not None and start.step > offset
+            session.console.info(
+                f"task {t + 1}/{len(tasks)} ({tasks[t].name}): {len(tasks[t].train_idx)} "
+                f"examples, {self.steps[t]} steps" + (" (resumed)" if mid_task else "")
+            )
+            if not mid_task:  # each task starts with a fresh optimizer state
+                state = fresh_optimizer(state, strategy)
+            phase = self.phase(setup, session, t, offset)
+            t_start = time.perf_counter()
+            if self.steps[t] == 0:  # the stream's step budget is spent: evaluate only
+                phase.evaluate(state, 0)
+                result = None
+            else:
+                result = train_loop(
+                    cfg.trainer,
+                    phase,
+                    setup.task,
+                    state,
+                    strategy,
+                    session.io,
+                    start if mid_task else LoopState(step=offset),
+                )
+                state, step = result.state, result.steps
+                samples += result.timed_steps * phase.batch_size
+                train_s += result.train_time_s
+                if result.stop is not None:
+                    break
+            self.timings[t].update(
+                train_time_s=result.train_time_s if result is not None else 0.0,
+                wall_time_s=time.perf_counter() - t_start,
+            )
+            start = None
+        session.update(
+            steps=step,
+            train_time_s=train_s,
+            samples_per_sec=samples / train_s if train_s > 0 else float("nan"),
+        )
+        stop = result.stop if result is not None else None
+        if len(self.R) == len(tasks):
+            self.report(setup, session, state)
+        session.end(stop, step, diverged_step=getattr(result, "diverged_step", None))
+
+    def phase(self, setup: Setup, session: Any, t: int, offset: int) -> Phase:
+        cfg, c, stream, task = setup.cfg, self.ccfg, self.stream, setup.task
+        batch = int(cfg.data.batch_size)
+        allowed_cur = np.repeat(stream.allowed[t : t + 1], batch, axis=0)
+
+        def make_batch(rows: np.ndarray, epoch: int) -> dict:
+            x, y = stream.train_batch(t, rows)
+            allowed = allowed_cur
+            if self.buffer is not None:
+                rx, ry, rt = self.buffer.sample(c.replay_per_batch)
+                if epoch == 1:  # the stream: each example offered once
+                    self.buffer.add(x, y, t)
+                x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
+                allowed = np.concatenate([allowed_cur, stream.allowed[rt]])
+            return {**task.host_batch(x, y), "allowed": allowed}
+
+        def on_end(state: Any, epoch: int) -> dict:
+            t_eval = time.perf_counter()
+            evals = self.evaluate_all(setup, state)
+            self.R.append([e["accuracy"] for e in evals])
+            split = c.eval_split
+            rec: dict[str, Any] = {"task": t}
+            for j, e in enumerate(evals):
+                rec[f"{split}/task{j}_accuracy"] = e["accuracy"]
+                rec[f"{split}/task{j}_loss"] = e["loss"]
+            seen = self.R[-1][: t + 1]
+            rec[f"{split}/avg_accuracy_seen"] = float(np.mean(seen))
+            self.final = evals
+            self.timings.append(
+                {
+                    "name": stream.tasks[t].name,
+                    "classes": list(stream.tasks[t].classes),
+                    "train_examples": len(stream.tasks[t].train_idx),
+                    "eval_examples": len(stream.tasks[t].eval_idx),
+                    "steps": self.steps[t],
+                    "eval_time_s": time.perf_counter() - t_eval,
+                }
+            )
+            if self.steps[t] == 0:  # no loop ran to log it
+                session.metrics.write({"step": offset, **rec})
+            return rec
+
+        return Phase(
+            examples=len(stream.tasks[t].train_idx),
+            batch_size=batch,
+            total=self.steps[t],
+            make_batch=make_batch,
+            evaluate=on_end,
+            lr_at=lambda step: setup.schedule(step),
+            first_step=offset,
+            seed=int(cfg.seed),
+            eval_every=c.epochs_per_task,  # once, after the task's last step
+            batch_order=lambda epoch: t * c.epochs_per_task + epoch,
+            finish=(lambda s: self.consolidate(setup, s, t)) if task_has_penalty(task) else None,
+            meta=lambda: {
+                "task": t,
+                "R": self.R,
+                "init_accuracy": self.init_acc,
+                "timings": self.timings,
+                **({"replay_rng": self.buffer.rng_state()} if self.buffer is not None else {}),
+            },
+            host_state=self._host_template,
+            label=f"task {t} ",
+        )
+
+    def consolidate(self, setup: Setup, state: Any, t: int) -> Any:
+        """EWC: the Fisher of task t at its final params, folded into the penalty (skipped
+        after the last task: nothing follows that it could protect)."""
+        import jax
+
+        from dlx.continual import ewc
+
+        if t + 1 == len(self.stream.tasks):
+            return state
+        strategy, task = setup.strategy, self.stream.tasks[t]
+        host = strategy.unreplicate(state)
+        rng = np.random.default_rng([int(setup.cfg.seed), t, 7])
+        n = min(self.ccfg.fisher_samples, len(task.train_idx))
+        x, _ = self.stream.train_batch(t, rng.choice(len(task.train_idx), n, replace=False))
+        fisher = ewc.fisher_diagonal(
+            host.apply_fn,
+            host.params,
+            x,
+            self.stream.allowed[t],
+            jax.random.fold_in(jax.random.PRNGKey(int(setup.cfg.seed) + 1), t),
+        )
+        penalty = ewc.consolidate(host.extra["ewc"], fisher, host.params)
+        return strategy.place(host.replace(extra={**host.extra, "ewc": penalty}))
+
+    def evaluate_all(self, setup: Setup, state: Any) -> list[dict]:
+        """Accuracy and loss on every task's eval examples, each with its task's head mask."""
+        out = []
+        for j, task in enumerate(self.stream.tasks):
+            x, y = self.stream.eval_batch(j, np.arange(len(task.eval_idx)))
+            allowed = np.repeat(self.stream.allowed[j : j + 1], len(y), axis=0)
+            arrays = {**setup.task.host_batch(x, y), "allowed": allowed}
+            out.append(
+                evaluate(setup.task, state, arrays, setup.cfg.data.eval_batch_size, setup.strategy)
+            )
+        return out
+
+    def report(self, setup: Setup, session: Any, state: Any) -> None:
+        """continual.json, the R table and headline scores, the heatmap, the summary."""
+        from dlx.continual.metrics import summarize
+        from dlx.continual.report import headline, heatmap, matrix_rows
+        from dlx.rundir import write_json
+
+        c, names, con = self.ccfg, [t.name for t in self.stream.tasks], session.console
+        scores = summarize(self.R, self.init_acc)
+        if session.run_dir is not None:
+            write_json(
+                session.run_dir / "continual.json",
+                {
+                    "stream": c.stream,
+                    "scenario": c.scenario,
+                    "strategy": c.strategy,
+                    "dataset": setup.data.name,
+                    "eval_split": c.eval_split,
+                    "settings": OmegaConf.to_container(setup.cfg.continual, resolve=True),
+                    "task_names": names,
+                    "R": self.R,
+                    "R_definition": "R[i][j]: accuracy on task j after training tasks 0..i",
+                    "init_accuracy": self.init_acc,
+                    **scores,
+                    "tasks": self.timings,
+                },
+            )
+            try:
+                title = (
+                    f"{c.stream} {setup.data.name}, {c.scenario}-IL, {c.strategy}: ACC "
+                    f"{scores['average_accuracy']:.3f}, BWT {scores['backward_transfer']:.3f}"
+                )
+                heatmap(self.R, names, session.run_dir / "plots" / "continual_heatmap.png", title)
+            except Exception as err:  # a plot must never fail the run
+                con.info(f"warning: heatmap not written: {type(err).__name__}: {err}")
+        rows, headers = matrix_rows(self.R, names, self.init_acc)
+        con.table(
+            f"accuracy R[i][j] ({c.eval_split}): row i = after training task i", rows, headers
+        )
+        con.metrics_table(f"continual ({c.strategy}, {c.scenario}-IL)", dict(headline(scores)))
+        session.metrics.write(
+            {
+                "step": session.summary.get("steps"),
+                **{f"continual/{k}": v for k, v in headline(scores)},
+            }
+        )
+        split, last = c.eval_split, self.final or self.evaluate_all(setup, state)
+        session.update(
+            average_accuracy=scores["average_accuracy"],
+            backward_transfer=scores["backward_transfer"],
+            forgetting=scores["forgetting"],
+            forward_transfer=scores["forward_transfer"],
+            **{
+                split: {
+                    f"{split}/accuracy": scores["average_accuracy"],
+                    f"{split}/loss": float(np.mean([e["loss"] for e in last])),
+                    f"{split}/count": int(sum(e["count"] for e in last)),
+                }
+            },
+        )
+
+
+def fresh_optimizer(state: Any, strategy: Any) -> Any:
+    """`state` with a new optimizer state (initialised on one device, then placed)."""
+    host = strategy.unreplicate(state)
+    return strategy.place(host.replace(opt_state=host.tx.init(host.params)))
+
+
+def task_has_penalty(task: Any) -> bool:
+    return getattr(task, "ewc_lambda", 0.0) > 0

@@ -1,0 +1,113 @@
+"""One set-up for every kind of run: `build(cfg)` -> data, task (and its model), optimizer,
+schedule, strategy, runtime and compile cache. Used by `dlx train` (standard and continual
+runs), restoring a run (`dlx eval`, `explain`, `sample`, `init_from=`), the Python API and
+the benchmarks. Everything here that can fail on bad input fails before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from dlx.errors import UserError
+
+
+@dataclass
+class Setup:
+    cfg: DictConfig  # trainer.best_metric / best_mode resolved from the task's defaults
+    data: Any  # dlx.data.Dataset
+    task: Any  # dlx.tasks.Task
+    strategy: Any  # dlx.train.parallel.Strategy
+    tx: Any
+    schedule: Any  # step -> learning rate
+    total_steps: int  # the steps the schedule spans
+
+    def example(self) -> dict[str, np.ndarray]:
+        """A batch of one, zeros shaped like the training data (what init traces)."""
+        d = self.data
+        return self.task.host_batch(
+            np.zeros((1, *d.input_shape), d.x_train.dtype),
+            np.zeros((1, *d.y_train.shape[1:]), d.y_train.dtype),
+        )
+
+    def init_state(self) -> Any:
+        """A fresh TrainState on the host's default device (not yet placed)."""
+        import jax
+
+        return self.task.init(jax.random.PRNGKey(self.cfg.seed), self.example(), self.tx)
+
+    def template_state(self) -> Any:
+        """A TrainState of shapes only (values get restored over it): eval_shape skips running
+        the initialisers, which dominated the time to load a run."""
+        import jax
+
+        example = self.example()
+        return jax.eval_shape(lambda: self.task.init(jax.random.PRNGKey(0), example, self.tx))
+
+
+def standard_steps(cfg: DictConfig, data: Any) -> int:
+    """Steps of a standard run: full batches over the epochs, capped by max_steps."""
+    from dlx.train.loop import total_steps
+
+    tr = cfg.trainer
+    return total_steps(len(data.x_train), int(cfg.data.batch_size), tr.epochs, tr.max_steps)
+
+
+def build(
+    cfg: DictConfig,
+    *,
+    schedule_steps: Callable[[DictConfig, Any], int] = standard_steps,
+    strategy: str | None = None,
+    runtime: bool = True,
+) -> Setup:
+    """Everything a run needs, from its config. `strategy` overrides parallel.name (restoring
+    a run evaluates on one device); `runtime=False` leaves JAX's devices and flags as they
+    are (a run loaded in a process that already trains)."""
+    from dlx.data import load_dataset
+    from dlx.runtime import configure_runtime, enable_compile_cache
+    from dlx.tasks import make_task
+
+    # Data (numpy) and the task's model come first: they size the CPU platform, which must
+    # be set before any JAX computation starts the backend.
+    data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    task = make_task(cfg, data)
+    if runtime:
+        model = getattr(task, "model", None)
+        configure_runtime(cfg.parallel, cfg.dist, cfg.data.batch_size, model, data.x_train[:1])
+    enable_compile_cache()
+    from dlx.train.optim import make_optimizer
+    from dlx.train.parallel import make_strategy
+
+    cfg = resolve_best(cfg, task)
+    steps = schedule_steps(cfg, data)
+    tx, schedule = make_optimizer(cfg.optim, cfg.schedule, steps)
+    chosen = make_strategy(
+        strategy or cfg.parallel.name, None if strategy else cfg.parallel.devices
+    )
+    return Setup(cfg, data, task, chosen, tx, schedule, steps)
+
+
+def resolve_best(cfg: DictConfig, task: Any) -> DictConfig:
+    """trainer.best_metric / best_mode: the recipe's, else the task's defaults."""
+    cfg = cfg.copy()
+    if cfg.trainer.get("best_metric") is None:
+        cfg.trainer.best_metric = task.best_metric
+    if cfg.trainer.get("best_mode") is None:
+        cfg.trainer.best_mode = task.best_mode
+    return cfg
+
+
+def check_batches(setup: Setup, batch_size: int) -> None:
+    """The batch splits over the devices and fits the training set."""
+    setup.strategy.check_batch(batch_size)
+    n = len(setup.data.x_train)
+    if setup.cfg.data.batch_size > n:
+        raise UserError(
+            f"data.batch_size={setup.cfg.data.batch_size} is larger than the training set "
+            f"({n} examples)",
+            hint=f"use data.batch_size={min(n, 128)} or fewer",
+        )

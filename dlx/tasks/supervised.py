@@ -1,0 +1,196 @@
+"""Supervised tasks: one model, one optimizer, a loss on (x, y).
+
+- `classify`: cross-entropy and accuracy; labels < 0 are ignored (padding, empty replay
+  slots). Optional continual-learning variations: a per-example head mask (`allowed`, a
+  (B, C) bool in the batch: task-incremental learning) and the EWC penalty, carried in
+  `state.extra` (Kirkpatrick et al. 2017; dlx/continual/ewc.py).
+- `lm`: next-token cross-entropy; adds bits per character and perplexity.
+- `regress`: mean squared error on float targets; MAE, RMSE and R^2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dlx.tasks.base import Task
+from dlx.train.step import (
+    TrainState,
+    apply_gradients,
+    example_mask,
+    global_sum,
+    masked_loss_and_hits,
+    mean_grads,
+    shard_mean,
+    step_rng,
+)
+
+NEG = -1e9  # logit of a class the head mask rules out
+
+
+def lm_metrics(loss: float) -> dict[str, float]:
+    """A mean cross-entropy in nats per character as bits per character and perplexity
+    (clamped: exp overflows past ~709 nats, and a diverged model's loss can be that big)."""
+    return {"bits_per_char": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0))}
+
+
+def device_mean(x: Any, axis: str | None) -> Any:
+    return x if axis is None else jax.lax.pmean(x, axis)
+
+
+@dataclass(frozen=True)
+class Classify(Task):
+    model: Any
+    ewc_lambda: float = 0.0  # > 0: state.extra holds {"fisher", "anchor"} (continual, EWC)
+    name: ClassVar[str] = "classify"
+
+    def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
+        init_rng, dropout_rng = jax.random.split(rng)
+        params = jax.jit(self.model.init)(init_rng, example["x"])["params"]
+        extra = None
+        if self.ewc_lambda > 0:
+            from dlx.continual.ewc import empty_penalty
+
+            extra = {"ewc": empty_penalty(params)}
+        return TrainState.create(self.model.apply, params, tx, dropout_rng, extra)
+
+    def logits(self, params: Any, batch: dict, rng: Any = None) -> jax.Array:
+        train = rng is not None
+        rngs = {"dropout": rng} if train else {}
+        out = self.model.apply({"params": params}, batch["x"], train=train, rngs=rngs)
+        if "allowed" in batch:  # head mask: only this example's task's classes
+            out = jnp.where(batch["allowed"], out, NEG)
+        return out
+
+    def penalty(self, params: Any, extra: Any) -> jax.Array | None:
+        if self.ewc_lambda <= 0:
+            return None
+        from dlx.continual.ewc import penalty_value
+
+        return 0.5 * self.ewc_lambda * penalty_value(extra["ewc"], params)
+
+    def train_step(self, state: TrainState, batch: dict, axis: str | None) -> tuple[Any, dict]:
+        rng, y = step_rng(state, axis), batch["y"]
+        count = jnp.maximum(global_sum((y >= 0).sum().astype(jnp.float32), axis), 1.0)
+
+        def objective(params: Any) -> tuple[jax.Array, tuple]:
+            loss, hits, _ = masked_loss_and_hits(self.logits(params, batch, rng), y)
+            data = shard_mean(loss.sum(), count, axis)
+            reg = self.penalty(params, state.extra)
+            return (data if reg is None else data + reg), (data, hits.sum(), reg)
+
+        (_, (data, hits, reg)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        grads = mean_grads(grads, axis)
+        metrics = {
+            "loss": device_mean(data, axis),
+            "accuracy": global_sum(hits, axis) / count,
+            "grad_norm": optax.tree.norm(grads),
+        }
+        if reg is not None:
+            metrics["ce"], metrics["penalty"] = metrics["loss"], reg
+            metrics["loss"] = metrics["loss"] + reg
+        return apply_gradients(state, grads), metrics
+
+    def eval_step(self, state: TrainState, batch: dict, axis: str | None) -> dict:
+        loss, hits, valid = masked_loss_and_hits(self.logits(state.params, batch), batch["y"])
+        m = example_mask(batch["mask"], batch["y"])
+        sums = {
+            "loss_sum": (loss * m).sum(),
+            "correct": (hits * m).sum(),
+            "labels": (valid * m).sum(),  # = examples for classifiers, tokens for LMs
+            "count": batch["mask"].astype(jnp.float32).sum(),
+        }
+        return global_sum(sums, axis)
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        n = max(float(sums["labels"]), 1.0)
+        return {
+            "loss": float(sums["loss_sum"]) / n,
+            "accuracy": float(sums["correct"]) / n,
+            "count": int(sums["count"]),
+        }
+
+
+@dataclass(frozen=True)
+class LanguageModel(Classify):
+    """Next-token prediction: y (B, T) are the next tokens; loss is nats per token."""
+
+    name: ClassVar[str] = "lm"
+    best_metric: ClassVar[str] = "val/loss"
+    best_mode: ClassVar[str] = "min"
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        out = super().summarize(sums)
+        return {**out, **lm_metrics(out["loss"])}
+
+
+@dataclass(frozen=True)
+class Regress(Task):
+    """Float targets y (B,) or (B, k); the model's outputs are the predictions."""
+
+    model: Any
+    name: ClassVar[str] = "regress"
+    best_metric: ClassVar[str] = "val/loss"
+    best_mode: ClassVar[str] = "min"
+    shown: ClassVar[tuple[str, ...]] = ("loss", "mae")
+
+    def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
+        init_rng, dropout_rng = jax.random.split(rng)
+        params = jax.jit(self.model.init)(init_rng, example["x"])["params"]
+        return TrainState.create(self.model.apply, params, tx, dropout_rng)
+
+    def predict(self, params: Any, x: jax.Array, rng: Any = None) -> jax.Array:
+        train = rng is not None
+        out = self.model.apply(
+            {"params": params}, x, train=train, rngs={"dropout": rng} if train else {}
+        )
+        return out.reshape(out.shape[0], -1)
+
+    def train_step(self, state: TrainState, batch: dict, axis: str | None) -> tuple[Any, dict]:
+        rng = step_rng(state, axis)
+        y = batch["y"].reshape(batch["y"].shape[0], -1)
+        count = global_sum(jnp.asarray(y.size, jnp.float32), axis)
+
+        def objective(params: Any) -> tuple[jax.Array, jax.Array]:
+            err = self.predict(params, batch["x"], rng) - y
+            return shard_mean(jnp.square(err).sum(), count, axis), jnp.abs(err).sum()
+
+        (mse, abs_sum), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        grads = mean_grads(grads, axis)
+        metrics = {
+            "loss": device_mean(mse, axis),
+            "mae": global_sum(abs_sum, axis) / count,
+            "grad_norm": optax.tree.norm(grads),
+        }
+        return apply_gradients(state, grads), metrics
+
+    def eval_step(self, state: TrainState, batch: dict, axis: str | None) -> dict:
+        y = batch["y"].reshape(batch["y"].shape[0], -1)
+        m = example_mask(batch["mask"], y)
+        err = (self.predict(state.params, batch["x"]) - y) * m
+        sums = {
+            "sse": jnp.square(err).sum(),
+            "sae": jnp.abs(err).sum(),
+            "sy": (y * m).sum(),
+            "syy": (jnp.square(y) * m).sum(),
+            "values": (m * jnp.ones_like(y)).sum(),
+            "count": batch["mask"].astype(jnp.float32).sum(),
+        }
+        return global_sum(sums, axis)
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        n = max(float(sums["values"]), 1.0)
+        mse = float(sums["sse"]) / n
+        total = float(sums["syy"]) - float(sums["sy"]) ** 2 / n  # sum of (y - mean y)^2
+        return {
+            "loss": mse,
+            "mae": float(sums["sae"]) / n,
+            "rmse": math.sqrt(mse),
+            "r2": 1.0 - float(sums["sse"]) / total if total > 0 else float("nan"),
+            "count": int(sums["count"]),
+        }

@@ -1,0 +1,128 @@
+"""A standard run: one phase over the training set (val evals, best checkpoint), then the
+test split on the best params. The other kind of run is a continual stream
+(dlx/continual/fit.py); both have this shape, which `dlx train` calls:
+
+    schedule_steps(cfg, data) -> steps the lr schedule spans (for `build`)
+    initial(setup, resume_dir) -> (state, start, host) before anything is written
+    run(setup, session, state, start, host) -> trains, then session.end(...)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dlx.setup import Setup, check_batches, standard_steps
+from dlx.train.loop import LoopState, Phase, evaluate, train_loop
+
+
+def split_arrays(data: Any, split: str) -> dict:
+    return {"x": getattr(data, f"x_{split}"), "y": getattr(data, f"y_{split}")}
+
+
+def init_from(path: str, params: Any) -> Any:
+    """Best params of another run, checked name by name against this model's."""
+    import jax
+
+    from dlx.checkpoint import compare_shapes
+    from dlx.restore import load_run
+
+    other = load_run(path, kind="best")
+
+    def shapes(tree: Any) -> dict:
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return {jax.tree_util.keystr(p): tuple(v.shape) for p, v in flat}
+
+    compare_shapes(
+        shapes(other.state.params),
+        shapes(params),
+        f"init_from={path}",
+        "fine-tune a model with the same architecture (model.* settings)",
+    )
+    return other.state.params
+
+
+class StandardFit:
+    name = "standard"
+    schedule_steps = staticmethod(standard_steps)
+
+    def initial(self, setup: Setup, resume_dir: Path | None) -> tuple[Any, LoopState | None, Any]:
+        check_batches(setup, int(setup.cfg.data.batch_size))
+        state = setup.init_state()
+        if setup.cfg.init_from and resume_dir is None:
+            state = state.replace(params=init_from(setup.cfg.init_from, state.params))
+        if resume_dir is None:
+            return state, None, None
+        from dlx.session import read_resume
+
+        state, start, _ = read_resume(resume_dir, state)
+        return state, start, None
+
+    def summary_fields(self) -> dict:
+        return {}
+
+    def phase(self, setup: Setup) -> Phase:
+        cfg, data, task, strategy = setup.cfg, setup.data, setup.task, setup.strategy
+        val = split_arrays(data, "val")
+
+        def on_val(state: Any, epoch: int) -> dict:
+            out = evaluate(task, state, val, cfg.data.eval_batch_size, strategy)
+            rec = {f"val/{k}": v for k, v in out.items()}
+            extra = task.epoch_end(strategy.unreplicate(state), epoch, self.run_dir)
+            return {**rec, **{f"val/{k}": v for k, v in extra.items()}}
+
+        return Phase(
+            examples=len(data.x_train),
+            batch_size=int(cfg.data.batch_size),
+            total=setup.total_steps,
+            make_batch=lambda idx, epoch: task.host_batch(data.x_train[idx], data.y_train[idx]),
+            evaluate=on_val,
+            lr_at=lambda step: setup.schedule(step),
+            seed=int(cfg.seed),
+            eval_every=int(cfg.trainer.eval_every),
+        )
+
+    def run(
+        self, setup: Setup, session: Any, state: Any, start: LoopState | None, host: Any
+    ) -> None:
+        cfg, strategy = setup.cfg, setup.strategy
+        self.run_dir = session.run_dir
+        if cfg.init_from and session.resume is None:
+            session.console.info(f"initialised from the best params of {cfg.init_from}")
+        result = train_loop(
+            cfg.trainer,
+            self.phase(setup),
+            setup.task,
+            strategy.place(state),
+            strategy,
+            session.io,
+            start,
+        )
+        session.update(
+            steps=result.steps,
+            epochs=result.epochs_completed,
+            best=result.loop.best,
+            val=result.last_eval,
+            samples_per_sec=result.samples_per_sec,
+            train_time_s=result.train_time_s,
+        )
+        if result.stop not in ("preempted", "diverged"):
+            test(setup, result, session)
+        session.end(result.stop, result.steps, diverged_step=result.diverged_step)
+
+
+def test(setup: Setup, result: Any, session: Any) -> None:
+    """Test metrics on the best params by the val metric (the final ones if no eval ran)."""
+    strategy = setup.strategy
+    state, tested = result.state, "final"
+    if result.loop.best_params is not None:
+        best = strategy.unreplicate(result.state).replace(params=result.loop.best_params)
+        state, tested = strategy.place(best), f"best (step {result.loop.best.get('step')})"
+    arrays = split_arrays(setup.data, "test")
+    out = evaluate(setup.task, state, arrays, setup.cfg.data.eval_batch_size, strategy)
+    out = {f"test/{k}": v for k, v in out.items()}
+    session.metrics.write(
+        {"step": result.steps, "epoch": result.epochs_completed, "checkpoint": tested, **out}
+    )
+    session.console.metrics_table(f"test, {tested} checkpoint", out)
+    session.update(test=out, tested_checkpoint=tested)
