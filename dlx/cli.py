@@ -195,7 +195,7 @@ def eval_(
     character and perplexity. Writes eval_<split>_<step>.json in the run dir."""
 
     def go() -> None:
-        from dlx.evaluate import print_result, run_eval
+        from dlx.commands.eval import print_result, run_eval
 
         print_result(run_eval(path, overrides or [], split=split, latest=latest, step=step))
 
@@ -234,7 +234,7 @@ def runs(
     def go() -> None:
         import json
 
-        from dlx.runs import list_runs, print_runs
+        from dlx.commands.runs import list_runs, print_runs
 
         rows = list_runs(root, recipe=recipe, sweeps=sweeps)
         if as_json:
@@ -291,7 +291,7 @@ def launch(
     runtime; only process 0 writes the run dir."""
 
     def go() -> int:
-        from dlx.launch import launch as run_launch
+        from dlx.commands.launch import launch as run_launch
 
         return run_launch(nproc, list(ctx.args), port)
 
@@ -408,7 +408,7 @@ def explain(
     logit for N test examples; Transformers: attention weights per layer and head."""
 
     def go() -> None:
-        from dlx.explain import explain_run
+        from dlx.commands.explain import explain_run
 
         kind = "latest" if latest else "best"
         result = explain_run(path, n=n, steps=steps, overrides=overrides or [], kind=kind)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlx.evaluate import confusion_matrix, per_class_metrics
+from dlx.commands.eval import confusion_matrix, per_class_metrics
 from dlx.tasks import lm_metrics
 
 # 320 training examples / batch 32 = 10 steps an epoch: evals (and checkpoints) at steps

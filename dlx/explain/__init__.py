@@ -1,4 +1,4 @@
-"""`dlx explain`: what a trained model looks at, as PNGs in <run dir>/explain/.
+"""What a trained model looks at, as PNGs in an out dir (`dlx explain` writes <run dir>/explain/).
 
 - image classifiers: saliency.png and integrated_gradients.png (N test examples: input,
   attribution, predicted and true label);
@@ -35,37 +35,6 @@ class Explained:
     out_dir: Path
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def explain_run(
-    path: str | Path,
-    n: int = 16,
-    steps: int = 64,
-    overrides: Sequence[str] = (),
-    kind: str = "best",
-) -> Explained:
-    """Load the run's `kind` checkpoint and write the figures that fit its model and data."""
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
-    if steps < 1:
-        raise UserError(f"--steps must be at least 1, got {steps}")
-    from dlx.restore import load_run
-
-    run = load_run(path, overrides, kind)
-    what = run.cfg.recipe
-    if run.cfg.model.name != what:
-        what += f" ({run.cfg.model.name})"
-    info = {"run_dir": str(run.run_dir), "checkpoint": kind, "step": run.step}
-    return explain_model(
-        run.model,
-        run.state.params,
-        run.data,
-        run.run_dir / "explain",
-        n=n,
-        steps=steps,
-        title=f"{what}, {kind} checkpoint, step {run.step}",
-        info=info,
-    )
 
 
 def explain_model(
