@@ -25,8 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from dlx_side import ROOT, child_env
 from report import medians, print_table, write_result
-from trial_overhead import IMPORTS, ROOT, timed
+from trial_overhead import IMPORTS, timed
 
 FIRST_STEP = re.compile(r"step 1/\d+ \(global 1\)")
 
@@ -45,8 +46,7 @@ def fresh_cache(tmp: Path, name: str) -> Path:
 
 def launch(argv: list[str], cache: Path) -> dict:
     """Seconds from start to the first completed train step, and to the process's exit."""
-    env = {**os.environ, "DLX_CACHE": str(cache), "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = child_env(DLX_CACHE=str(cache), PYTHONUNBUFFERED="1")  # unbuffered: lines as they come
     t = time.perf_counter()
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT

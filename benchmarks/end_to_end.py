@@ -27,56 +27,37 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
+from dlx_side import ROOT, child_env, dlx_setup, run_steps
 from report import print_table, write_result
-from vs_pytorch import ROOT, Worker, serve
+from vs_pytorch import Worker, serve
 
 
 def pure_worker(overrides: list[str], n_devices: int, name: str) -> None:
     """Serve rounds of one epoch of the bare jitted step (see the module doc)."""
-    from omegaconf import OmegaConf
+    from dlx.config import split_recipe
 
-    from dlx.config import compose
-    from dlx.data import epoch_batches, load_dataset
-    from dlx.models import build_model
-    from dlx.runtime import configure_runtime
-
-    cfg = compose(overrides)
-    data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
-    parallel = OmegaConf.merge(cfg.parallel, {"name": name, "cpu_devices": n_devices})
-    configure_runtime(parallel, cfg.dist)  # the device count dlx train chose
+    # The set-up of `dlx train` with the same overrides, on the device count and strategy
+    # it chose (the runtime creates exactly n_devices CPU devices).
+    recipe, rest = split_recipe(overrides)
+    setup = dlx_setup(recipe, [*rest, f"parallel.name={name}", f"parallel.cpu_devices={n_devices}"])
     import jax
 
-    from dlx.train.optim import make_optimizer
-    from dlx.train.parallel import make_strategy
-    from dlx.train.step import TrainState
+    from dlx.data import epoch_batches
 
+    cfg, data, task, strategy = setup.cfg, setup.data, setup.task, setup.strategy
     batch = int(cfg.data.batch_size)
-    strategy = make_strategy(name, cfg.parallel.devices)
-    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), data.num_classes)
-    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    params = jax.jit(model.init)(init_rng, data.x_train[:1])["params"]
-    steps = len(data.x_train) // batch
-    tx, _ = make_optimizer(cfg.optim, cfg.schedule, steps)
-    state = strategy.place(TrainState.create(model.apply, params, tx, dropout_rng))
-    put = strategy.batch
+    state = strategy.place(setup.init_state())
     order = epoch_batches(len(data.x_train), batch, seed=cfg.seed, epoch=1)
-    batches = [(put(data.x_train[idx]), put(data.y_train[idx])) for idx in order]
+    # On the devices before the clock starts: only the jitted step is timed.
+    batches = [strategy.batch(task.host_batch(data.x_train[i], data.y_train[i])) for i in order]
     jax.block_until_ready(batches)
-    sync_every = int(cfg.trainer.sync_every)
 
     def run_round() -> float:
         nonlocal state
-        in_flight: deque = deque()
         t = time.perf_counter()
-        for x, y in batches:
-            state, m = strategy.train_step(state, x, y)
-            in_flight.append(m["loss"])
-            if len(in_flight) > sync_every:
-                jax.block_until_ready(in_flight.popleft())
-        jax.block_until_ready(state.params)
+        state = run_steps(setup, state, batches)
         return len(batches) * batch / (time.perf_counter() - t)
 
     print(f"pure: {strategy.describe()}, {len(batches)} steps a round", file=sys.stderr)
@@ -116,8 +97,7 @@ def main() -> None:
         "data.limit_eval=1000",
         *args.overrides,
     ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = child_env()
     train = [sys.executable, "-m", "dlx", "train", *overrides, "trainer.progress=plain"]
     train.append(f"outputs.dir={tmp}")
     runs: list[dict] = []

@@ -18,8 +18,10 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from dlx_side import dlx_setup, run_steps
 from report import write_result
 
 STRATEGIES = ("single", "pmap", "sharded")
@@ -27,41 +29,34 @@ STRATEGIES = ("single", "pmap", "sharded")
 
 def measure(recipe: str, steps: int, rounds: int) -> dict:
     """In this process: median samples/s of every strategy over this process's devices."""
+    # The set-up `dlx train` builds (data, task and model, optimizer); the device count is
+    # XLA_FLAGS', which wins over parallel.cpu_devices. Constant lr: no schedule in the way.
+    setup = dlx_setup(recipe, ["schedule=constant"])
     import jax
-    from omegaconf import OmegaConf
 
-    from dlx.config import compose
-    from dlx.data import epoch_batches, load_dataset
-    from dlx.models import build_model
-    from dlx.train.optim import make_optimizer
+    from dlx.data import epoch_batches
     from dlx.train.parallel import make_strategy
-    from dlx.train.step import TrainState
 
-    cfg = compose([f"recipe={recipe}"])
-    data = load_dataset(OmegaConf.to_container(cfg.data), seed=0)
-    model = build_model(OmegaConf.to_container(cfg.model), data.num_classes)
-    params = model.init(jax.random.PRNGKey(0), data.x_train[:1])["params"]
-    tx, _ = make_optimizer(cfg.optim, {"name": "constant"}, steps)
-    batch = cfg.data.batch_size
+    data, task, batch = setup.data, setup.task, int(setup.cfg.data.batch_size)
     order = list(epoch_batches(len(data.x_train), batch, seed=0, epoch=0))
+    first = setup.init_state()  # one first state, placed by each strategy in turn
     runners = {}
     for name in STRATEGIES:
+        # The strategy is what this measures: each over all devices, the rest of the set-up
+        # shared (setup.strategy is the recipe's choice, parallel=auto).
         strat = make_strategy(name)
-        state = strat.place(TrainState.create(model.apply, params, tx, jax.random.PRNGKey(1)))
-        runners[name] = [strat, state]
+        runners[name] = [replace(setup, strategy=strat), strat.place(first)]
 
     def run(name: str) -> float:
-        strat, state = runners[name]
+        sub, state = runners[name]
+
+        def batches():  # put on the devices inside the timing, as the loop does
+            for i in range(steps):
+                idx = order[i % len(order)]
+                yield sub.strategy.batch(task.host_batch(data.x_train[idx], data.y_train[idx]))
+
         t = time.perf_counter()
-        for i in range(steps):
-            idx = order[i % len(order)]
-            state, m = strat.train_step(
-                state, strat.batch(data.x_train[idx]), strat.batch(data.y_train[idx])
-            )
-            if i % 16 == 15:
-                m["loss"].block_until_ready()  # bound work in flight (DESIGN.md)
-        jax.block_until_ready(state.params)
-        runners[name][1] = state
+        runners[name][1] = run_steps(sub, state, batches())
         return steps * batch / (time.perf_counter() - t)
 
     for name in STRATEGIES:

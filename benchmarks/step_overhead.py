@@ -20,18 +20,14 @@ from pathlib import Path
 import jax
 import numpy as np
 import optax
-from omegaconf import OmegaConf
+from dlx_side import dlx_setup
 from report import print_table, write_result
 
-from dlx.config import compose
-from dlx.data import load_dataset
-from dlx.models import build_model
+from dlx.setup import check_batches
 from dlx.track.console import RunConsole
 from dlx.track.metrics import MetricsWriter
-from dlx.train.loop import train_loop
-from dlx.train.optim import make_optimizer
-from dlx.train.parallel import make_strategy
-from dlx.train.step import TrainState
+from dlx.train.fit import StandardFit
+from dlx.train.loop import LoopIO, train_loop
 
 
 def hand_written(model, params, lr: float, x: np.ndarray, y: np.ndarray, steps: int, batch: int):
@@ -80,43 +76,42 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_overhead.json"))
     args = ap.parse_args()
 
-    cfg = compose(
+    # The set-up `dlx train` builds. One device for both (parallel=single, so the runtime
+    # creates no extra CPU devices either): this measures the loop's overhead, not the split.
+    setup = dlx_setup(
+        args.recipe,
         [
-            f"recipe={args.recipe}",
             f"trainer.max_steps={args.steps}",
             "trainer.progress=none",
             "trainer.checkpoint=false",
             f"data.limit_eval={args.eval_examples}",
             "schedule=constant",
-        ]
+            "parallel=single",
+        ],
     )
-    batch = cfg.data.batch_size
-    data = load_dataset(OmegaConf.to_container(cfg.data), seed=cfg.seed)
-    model = build_model(OmegaConf.to_container(cfg.model), data.num_classes)
-    params = model.init(jax.random.PRNGKey(0), data.x_train[:1])["params"]
-    tx, schedule = make_optimizer(cfg.optim, cfg.schedule, args.steps)
-    # One device for both: this measures the loop's overhead, not the device split.
-    strategy = make_strategy("single")
-    state = strategy.place(TrainState.create(model.apply, params, tx, jax.random.PRNGKey(1)))
+    cfg, data, strategy = setup.cfg, setup.data, setup.strategy
+    batch = int(cfg.data.batch_size)
+    check_batches(setup, batch)
+    # The same first state for both: the task's init (params and dropout key from cfg.seed).
+    state = setup.init_state()
+    hand_params = jax.tree_util.tree_map(np.array, state.params)  # host copies: dlx may donate
     hand_run, hand_opt = hand_written(
-        model, params, cfg.optim.lr, data.x_train, data.y_train, args.steps, batch
+        setup.task.model, hand_params, cfg.optim.lr, data.x_train, data.y_train, args.steps, batch
     )
-    hand_params = jax.tree_util.tree_map(np.array, params)  # dlx donates its buffers
+    state = strategy.place(state)
+    # What `dlx train` runs for a standard run (StandardFit.run): the fit's Phase through
+    # train_loop, here reporting to a quiet console and a metrics.jsonl in a temp folder
+    # (no checkpoints, as trainer.checkpoint=false; no run dir, so no epoch_end files).
+    fit = StandardFit()
+    fit.run_dir = None  # StandardFit.run sets it from the session; the phase's eval reads it
+    phase = fit.phase(setup)
     tmp = Path(tempfile.mkdtemp())
     console = RunConsole("none")
 
     def dlx_round(state):
         metrics = MetricsWriter(tmp / "metrics.jsonl")
-        result = train_loop(
-            cfg,
-            data,
-            state,
-            schedule,
-            strategy=strategy,
-            console=console,
-            metrics=metrics,
-            checkpoints=None,
-        )
+        io = LoopIO(console=console, metrics=metrics)
+        result = train_loop(cfg.trainer, phase, setup.task, state, strategy, io)
         metrics.close()
         return result.state
 

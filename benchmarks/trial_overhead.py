@@ -21,10 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from dlx_side import ROOT, child_env
 from report import print_table, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
-IMPORTS = "import jax, flax, optax, orbax.checkpoint, dlx.run, dlx.train.loop"
+# What a `dlx train` process imports before it composes anything: its command and the loop.
+IMPORTS = "import jax, flax, optax, orbax.checkpoint, dlx.commands.train, dlx.train.loop"
 
 
 def trial_args(steps: int, out: Path) -> list[str]:
@@ -40,8 +41,7 @@ def trial_args(steps: int, out: Path) -> list[str]:
 
 
 def timed(argv: list[str], cache: Path) -> float:
-    env = {**os.environ, "DLX_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = child_env(DLX_CACHE=str(cache))
     t = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
     return time.perf_counter() - t

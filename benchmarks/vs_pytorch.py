@@ -11,7 +11,8 @@ ones (other processes used < QUIET cores while it ran, read from /proc): on a sh
 PyTorch's threads slow down far more under contention than XLA's.
 
 - dlx workers run this script in dlx's interpreter and train exactly as `dlx train` would:
-  the composed recipe (`configure_runtime` first: CPU device count and XLA flags), its
+  the set-up `dlx.setup.build` makes of the composed recipe (the runtime first: CPU device
+  count and XLA flags; then the task with its model, the optimizer, the first state), its
   Strategy (place, batch, train_step) and the loop's bounded steps in flight. Each `--dlx`
   adds one: `NAME:ARGS`, ARGS space-separated Hydra overrides and `ENV=value` settings, e.g.
   `--dlx "1dev:parallel=single"`,
@@ -42,9 +43,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from dlx_side import ROOT, child_env, dlx_setup, run_steps
 from report import medians, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
 TORCH_VARIANTS = ("torch eager", "torch channels_last")
 DEFAULT_DLX = ("dlx (defaults)", "dlx 1 device:parallel=single")
 
@@ -115,45 +116,29 @@ def torch_worker(data: Path, variant: str, steps: int, batch: int, threads: int 
 
 
 def dlx_worker(data: Path, overrides: list[str], steps: int, batch: int) -> None:
-    from collections import deque
-
     import numpy as np
-    from omegaconf import OmegaConf
 
-    from dlx.config import compose
-    from dlx.models import build_model
-    from dlx.runtime import configure_runtime
+    from dlx.setup import check_batches
 
-    cfg = compose(["recipe=cnn", f"data.batch_size={batch}", *overrides])
+    # The set-up `dlx train` builds for the recipe, configuring the runtime (CPU device count
+    # and XLA flags) before any other JAX call, as dlx train does.
+    setup = dlx_setup("cnn", [f"data.batch_size={batch}", *overrides])
+    check_batches(setup, batch)
+    # The batches the torch workers train on (the task's dataset is not used for training).
     x = np.load(data / "x.npy", allow_pickle=False)
     y = np.load(data / "y.npy", allow_pickle=False)
-    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), 10)
-    # Before any other JAX call, as dlx train does: CPU device count and XLA flags.
-    configure_runtime(cfg.parallel, cfg.dist, batch, model, x[:1])
-    import jax
+    task, strategy = setup.task, setup.strategy
+    state = strategy.place(setup.init_state())
 
-    from dlx.train.optim import make_optimizer
-    from dlx.train.parallel import make_strategy
-    from dlx.train.step import TrainState
-
-    strategy = make_strategy(cfg.parallel.name, cfg.parallel.devices)
-    strategy.check_batch(batch)
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])["params"]
-    tx, _ = make_optimizer(cfg.optim, cfg.schedule, 100_000)
-    state = strategy.place(TrainState.create(model.apply, params, tx, jax.random.PRNGKey(1)))
-    put, sync_every = strategy.batch, int(cfg.trainer.sync_every)
+    def batches():  # put on the devices step by step, inside the timing, as the loop does
+        for i in range(steps):
+            sl = slice(i * batch, (i + 1) * batch)
+            yield strategy.batch(task.host_batch(x[sl], y[sl]))
 
     def run_round() -> float:
         nonlocal state
-        in_flight: deque = deque()
         t = time.perf_counter()
-        for i in range(steps):
-            sl = slice(i * batch, (i + 1) * batch)
-            state, m = strategy.train_step(state, put(x[sl]), put(y[sl]))
-            in_flight.append(m["loss"])
-            if len(in_flight) > sync_every:  # the loop's bound on steps in flight
-                jax.block_until_ready(in_flight.popleft())
-        jax.block_until_ready(state.params)
+        state = run_steps(setup, state, batches())
         return steps * batch / (time.perf_counter() - t)
 
     print(
@@ -293,8 +278,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dlx-vs-pytorch-"))
     info = write_data(tmp, args.steps * args.batch)
     base = [f"--steps={args.steps}", f"--batch={args.batch}", f"--data={tmp}"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = child_env()
     workers: list[Worker] = []
     specs = {}
     for spec in args.dlx or DEFAULT_DLX:

@@ -116,7 +116,7 @@ def test_route_from_the_cli_to_the_jitted_step(cli, tmp_path: Path, monkeypatch)
     seen: list[list[str]] = []
     original = Classify.train_step
 
-    def spy(self, state, batch, axis):  # noqa: ANN001, ANN202
+    def spy(self: Classify, state: object, batch: dict, axis: str | None) -> tuple:
         frames = traceback.extract_stack()
         seen.append(
             [
@@ -137,7 +137,7 @@ def test_route_from_the_cli_to_the_jitted_step(cli, tmp_path: Path, monkeypatch)
         f"outputs.dir={tmp_path}",
     )  # a new model: traced afresh
     assert out.exit_code == 0, out.output
-    route = list(dict.fromkeys(seen[0])) + ["dlx/tasks/supervised.py"]
+    route = [*dict.fromkeys(seen[0]), "dlx/tasks/supervised.py"]
     assert route == [
         "dlx/cli.py",
         "dlx/commands/train.py",
