@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dlx_side import ROOT, child_env, dlx_setup, run_steps
+from dlx_side import ROOT, child_env, dlx_setup, run_steps, train_batch
 from report import print_table, write_result
 from vs_pytorch import Worker, serve
 
@@ -46,12 +46,12 @@ def pure_worker(overrides: list[str], n_devices: int, name: str) -> None:
 
     from dlx.data import epoch_batches
 
-    cfg, data, task, strategy = setup.cfg, setup.data, setup.task, setup.strategy
+    cfg, strategy = setup.cfg, setup.strategy
     batch = int(cfg.data.batch_size)
     state = strategy.place(setup.init_state())
-    order = epoch_batches(len(data.x_train), batch, seed=cfg.seed, epoch=1)
+    order = epoch_batches(len(setup.data.x_train), batch, seed=cfg.seed, epoch=1)
     # On the devices before the clock starts: only the jitted step is timed.
-    batches = [strategy.batch(task.host_batch(data.x_train[i], data.y_train[i])) for i in order]
+    batches = [strategy.batch(train_batch(setup, idx)) for idx in order]
     jax.block_until_ready(batches)
 
     def run_round() -> float:

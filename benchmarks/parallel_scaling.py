@@ -21,7 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dlx_side import dlx_setup, run_steps
+from dlx_side import dlx_setup, run_steps, train_batch
 from report import write_result
 
 STRATEGIES = ("single", "pmap", "sharded")
@@ -37,8 +37,8 @@ def measure(recipe: str, steps: int, rounds: int) -> dict:
     from dlx.data import epoch_batches
     from dlx.train.parallel import make_strategy
 
-    data, task, batch = setup.data, setup.task, int(setup.cfg.data.batch_size)
-    order = list(epoch_batches(len(data.x_train), batch, seed=0, epoch=0))
+    batch = int(setup.cfg.data.batch_size)
+    order = list(epoch_batches(len(setup.data.x_train), batch, seed=0, epoch=0))
     first = setup.init_state()  # one first state, placed by each strategy in turn
     runners = {}
     for name in STRATEGIES:
@@ -52,8 +52,7 @@ def measure(recipe: str, steps: int, rounds: int) -> dict:
 
         def batches():  # put on the devices inside the timing, as the loop does
             for i in range(steps):
-                idx = order[i % len(order)]
-                yield sub.strategy.batch(task.host_batch(data.x_train[idx], data.y_train[idx]))
+                yield sub.strategy.batch(train_batch(setup, order[i % len(order)]))
 
         t = time.perf_counter()
         runners[name][1] = run_steps(sub, state, batches())

@@ -103,7 +103,6 @@ def main() -> None:
     # train_loop, here reporting to a quiet console and a metrics.jsonl in a temp folder
     # (no checkpoints, as trainer.checkpoint=false; no run dir, so no epoch_end files).
     fit = StandardFit()
-    fit.run_dir = None  # StandardFit.run sets it from the session; the phase's eval reads it
     phase = fit.phase(setup)
     tmp = Path(tempfile.mkdtemp())
     console = RunConsole("none")

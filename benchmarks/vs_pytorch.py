@@ -133,7 +133,7 @@ def dlx_worker(data: Path, overrides: list[str], steps: int, batch: int) -> None
     def batches():  # put on the devices step by step, inside the timing, as the loop does
         for i in range(steps):
             sl = slice(i * batch, (i + 1) * batch)
-            yield strategy.batch(task.host_batch(x[sl], y[sl]))
+            yield strategy.batch(task.host_batch({"x": x[sl], "y": y[sl]}))
 
     def run_round() -> float:
         nonlocal state

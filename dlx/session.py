@@ -53,6 +53,11 @@ def param_rows(params: Any) -> list[tuple[str, str, int]]:
     return rows
 
 
+def model_label(model_cfg: Any) -> str:
+    """What to call the model: its name, or the class a `_target_` names."""
+    return str(model_cfg.get("name") or model_cfg.get("_target_") or "?")
+
+
 def check_session(cfg: Any) -> None:
     """Settings the session itself uses, checked before anything is written."""
     from dlx.track.loggers import check_loggers
@@ -192,7 +197,7 @@ class RunSession:
         )
         self.console.info(f"task: {self.setup.task.name}; parallel: {self.summary['parallel']}")
         self.console.table(
-            f"model {self.cfg.model.get('name', '')}: {n:,} parameters",
+            f"model {model_label(self.cfg.model)}: {n:,} parameters",
             [*self.rows, ("total", "", n)],
             ("parameter", "shape", "count"),
         )

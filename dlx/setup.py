@@ -28,11 +28,10 @@ class Setup:
 
     def example(self) -> dict[str, np.ndarray]:
         """A batch of one, zeros shaped like the training data (what init traces)."""
-        d = self.data
-        return self.task.host_batch(
-            np.zeros((1, *d.input_shape), d.x_train.dtype),
-            np.zeros((1, *d.y_train.shape[1:]), d.y_train.dtype),
-        )
+        rows = {
+            k: np.zeros((1, *v.shape[1:]), v.dtype) for k, v in self.data.arrays("train").items()
+        }
+        return self.task.host_batch(rows)
 
     def init_state(self) -> Any:
         """A fresh TrainState on the host's default device (not yet placed)."""

@@ -185,12 +185,13 @@ def run_eval(
 
     loaded = load_run(run_dir, list(overrides), kind=kind, step=step)
     cfg, data, strategy = loaded.cfg, loaded.data, loaded.setup.strategy
-    x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+    arrays = data.arrays(split)
+    x, y = arrays["x"], arrays["y"]
     if len(x) == 0:
         raise UserError(f"the {split} split of {data.name} is empty", hint="pick another --split")
     batch = int(cfg.data.eval_batch_size)
     state = strategy.place(loaded.state)
-    out = evaluate(loaded.task, state, loaded.task.host_batch(x, y), batch, strategy)
+    out = evaluate(loaded.task, state, loaded.task.host_batch(arrays), batch, strategy)
     metrics = {f"{split}/{k}": v for k, v in out.items()}
     task = loaded.task.name
     record: dict[str, Any] = {

@@ -33,7 +33,7 @@ def explain_run(
         )
     what = run.cfg.recipe
     if run.cfg.model.get("name") != what:
-        what += f" ({run.cfg.model.name})"
+        what += f" ({run.cfg.model.get('name') or run.cfg.model.get('_target_')})"
     info = {"run_dir": str(run.run_dir), "checkpoint": kind, "step": run.step}
     return explain_model(
         run.model,

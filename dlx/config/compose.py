@@ -31,10 +31,6 @@ def split_recipe(overrides: Sequence[str]) -> tuple[str, list[str]]:
 
 def compose(overrides: Sequence[str] = (), config_dir: Path | None = None) -> DictConfig:
     """The validated config for `recipe=... key=value ...` (Hydra override grammar)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     recipe, rest = split_recipe(overrides)
     recipes = paths.find_recipes(config_dir)
     if recipe not in recipes:
@@ -44,20 +40,37 @@ def compose(overrides: Sequence[str] = (), config_dir: Path | None = None) -> Di
             "./recipes/<name>.yaml or --config-dir DIR",
         )
     path = recipes[recipe]
+    cfg = _hydra(path, rest, config_dir)
+    model = cfg.get("model") or {}
+    if "_target_" in model and "name" in model and not _picks_group("model", rest):
+        # The recipe names its own module: drop the base config's default model group, whose
+        # keys (cnn's features, dense, ...) would otherwise be merged into the module's.
+        cfg = _hydra(path, ["~model", *rest], config_dir)
+    OmegaConf.set_struct(cfg, False)
+    cfg.recipe = recipe
+    return validate(cfg)
+
+
+def _hydra(path: Path, overrides: Sequence[str], config_dir: Path | None) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
     search = ",".join(f"file://{d}" for d in paths.conf_dirs(config_dir))
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(path.parent), version_base=None):
-            cfg = hydra_compose(
-                config_name=path.stem, overrides=[f"hydra.searchpath=[{search}]", *rest]
+            return hydra_compose(
+                config_name=path.stem, overrides=[f"hydra.searchpath=[{search}]", *overrides]
             )
     except Exception as err:  # Hydra raises several types; all are the user's input here
-        raise _friendly(err, rest, config_dir) from err
+        raise _friendly(err, overrides, config_dir, path.stem) from err
     finally:
         GlobalHydra.instance().clear()
-    OmegaConf.set_struct(cfg, False)
-    cfg.recipe = recipe
-    return validate(cfg)
+
+
+def _picks_group(group: str, overrides: Sequence[str]) -> bool:
+    return any(o.lstrip("+~").split("=", 1)[0] == group for o in overrides)
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -101,7 +114,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     return typed
 
 
-def _friendly(err: Exception, overrides: Sequence[str], config_dir: Path | None) -> UserError:
+def _friendly(
+    err: Exception, overrides: Sequence[str], config_dir: Path | None, recipe: str = DEFAULT_RECIPE
+) -> UserError:
     """Turn a Hydra composition error into one actionable message."""
     from hydra.errors import MissingConfigException, OverrideParseException
 
@@ -123,7 +138,7 @@ def _friendly(err: Exception, overrides: Sequence[str], config_dir: Path | None)
     if msg.startswith("Could not override '"):
         key = msg.split("'")[1]
         return UserError(
-            f"unknown config key '{key}'.{suggest(key, _all_keys(config_dir, key))}",
+            f"unknown config key '{key}'.{suggest(key, _all_keys(config_dir, key, recipe))}",
             hint="see every key with `dlx show`",
         )
     return UserError(msg)
@@ -146,10 +161,10 @@ def group_options(group: str, config_dir: Path | None = None) -> list[str]:
     return sorted(names)
 
 
-def _all_keys(config_dir: Path | None, near: str) -> list[str]:
-    """Dotted keys of the default config, to suggest the one the user meant."""
+def _all_keys(config_dir: Path | None, near: str, recipe: str = DEFAULT_RECIPE) -> list[str]:
+    """Dotted keys of the recipe's config, to suggest the one the user meant."""
     try:
-        cfg = compose([], config_dir)
+        cfg = compose([f"recipe={recipe}"], config_dir)
     except UserError:
         return []
     out = _keys(OmegaConf.to_container(cfg))

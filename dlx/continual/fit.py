@@ -194,7 +194,7 @@ class StreamFit:
                     self.buffer.add(x, y, t)
                 x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
                 allowed = np.concatenate([allowed_cur, stream.allowed[rt]])
-            return {**task.host_batch(x, y), "allowed": allowed}
+            return {**task.host_batch({"x": x, "y": y}), "allowed": allowed}
 
         def on_end(state: Any, epoch: int) -> dict:
             t_eval = time.perf_counter()
@@ -275,7 +275,7 @@ class StreamFit:
         for j, task in enumerate(self.stream.tasks):
             x, y = self.stream.eval_batch(j, np.arange(len(task.eval_idx)))
             allowed = np.repeat(self.stream.allowed[j : j + 1], len(y), axis=0)
-            arrays = {**setup.task.host_batch(x, y), "allowed": allowed}
+            arrays = {**setup.task.host_batch({"x": x, "y": y}), "allowed": allowed}
             out.append(
                 evaluate(setup.task, state, arrays, setup.cfg.data.eval_batch_size, setup.strategy)
             )

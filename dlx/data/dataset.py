@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+SPLITS = ("train", "val", "test")
 
 
 # eq=False: comparing numpy arrays with == is elementwise, so a generated __eq__ would raise.
@@ -14,8 +16,13 @@ class Dataset:
 
     Classification (task "classify"): x (N, *input_shape) float32 or int32 tokens, y (N,)
     int32. Language modelling (task "lm"): x (N, T) int32 tokens, y (N, T) the next tokens.
-    Conventions every model and the train step share: token id 0 is padding, and a label
-    below 0 is ignored by the loss and the metrics.
+    Regression (task "regress"): y (N,) or (N, k) float32; `num_classes` is then the number
+    of outputs. Conventions every model and the train step share: token id 0 is padding, and
+    a label below 0 is ignored by the loss and the metrics.
+
+    `extra` holds further per-example arrays by name and split, passed to the model with the
+    batch: `{"lengths": {"train": (N,), "val": ..., "test": ...}}` for sequences of different
+    lengths padded to one (N, T, ...) array (every sequence model then ignores the padding).
     """
 
     name: str
@@ -30,6 +37,13 @@ class Dataset:
     source: str
     task: str = "classify"
     vocab: tuple[str, ...] | None = None  # token id -> text, for datasets of tokens
+    extra: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    classes: tuple[str, ...] | None = None  # class id -> name, where the data names them
+
+    def arrays(self, split: str) -> dict[str, np.ndarray]:
+        """{"x", "y", and every `extra` name} of one split: what a batch is cut from."""
+        out = {"x": getattr(self, f"x_{split}"), "y": getattr(self, f"y_{split}")}
+        return {**out, **{name: by_split[split] for name, by_split in self.extra.items()}}
 
     def __repr__(self) -> str:
         # The default repr would print the arrays; shapes are what anyone wants to see.

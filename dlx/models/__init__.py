@@ -1,4 +1,7 @@
-"""Model registry: `model.name` in the config picks a Flax module; other keys are its fields."""
+"""Models: `model.name` picks a built-in Flax module (or one an installed package registers
+under the `dlx.models` entry-point group); `model._target_: mypkg.nets.Net` names the user's
+own. The other keys of the section are the module's fields; `num_classes` and `input_shape`
+are passed when the module (or factory function) takes them."""
 
 from __future__ import annotations
 
@@ -30,15 +33,29 @@ def model_names() -> list[str]:
     return sorted(_registry())
 
 
-def build_model(cfg: Mapping[str, Any], num_classes: int) -> Any:
+def build_model(
+    cfg: Mapping[str, Any], num_classes: int, input_shape: tuple[int, ...] | None = None
+) -> Any:
     """The Flax module for `cfg` (the config's `model` section)."""
-    registry = _registry()
+    from dlx.config.targets import TARGET, entry_points, import_target, load_entry_point
+
     kwargs = dict(cfg)
+    if TARGET in kwargs:
+        target = kwargs.pop(TARGET)
+        kwargs.pop("name", None)
+        obj = import_target(target, "model._target_")
+        return _instantiate(obj, kwargs, num_classes, input_shape, f"model._target_={target}")
+    registry = _registry()
     name = kwargs.pop("name", None)
+    plugins = entry_points("model")
+    if name not in registry and name in plugins:
+        obj = load_entry_point(plugins[name], "model")
+        return _instantiate(obj, kwargs, num_classes, input_shape, f"model.name={name}")
     if name not in registry:
+        known = sorted(registry) + sorted(plugins)
         raise UserError(
-            f"unknown model '{name}'.{suggest(str(name), registry)}",
-            hint=f"models: {', '.join(sorted(registry))}",
+            f"unknown model '{name}'.{suggest(str(name), known)}",
+            hint=f"models: {', '.join(known)}; or your own: model._target_=mypkg.nets.Net",
         )
     cls = registry[name]
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "num_classes"}
@@ -48,7 +65,52 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> Any:
                 f"model '{name}' has no setting 'model.{key}'.{suggest(key, fields)}",
                 hint=f"settings of {name}: {', '.join(sorted(fields))}",
             )
-    for key, value in kwargs.items():  # OmegaConf lists -> tuples (hashable module fields)
-        if isinstance(value, list):
-            kwargs[key] = tuple(value)
-    return cls(num_classes=num_classes, **kwargs)
+    return cls(num_classes=num_classes, **_hashable(kwargs))
+
+
+def _hashable(kwargs: dict) -> dict:
+    """OmegaConf lists -> tuples: module fields must be hashable (the module is a static jit
+    argument inside the task)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+def _instantiate(
+    obj: Any, kwargs: dict, num_classes: int, input_shape: tuple | None, where: str
+) -> Any:
+    """A user's module class (a Flax dataclass) or a factory function returning a module."""
+    import flax.linen as nn
+
+    from dlx.config.targets import parameters
+
+    if isinstance(obj, type) and issubclass(obj, nn.Module):
+        takes = {f.name for f in dataclasses.fields(obj)} - {"parent", "name"}
+        call = obj
+    elif callable(obj) and not isinstance(obj, type):
+        takes, call = parameters(obj), obj
+    else:
+        raise UserError(
+            f"{where} is {type(obj).__name__} {obj!r}, not a flax.linen.Module class or a "
+            "function returning one",
+            hint="point _target_ at a class deriving from flax.linen.Module",
+        )
+    unknown = sorted(set(kwargs) - takes)
+    if unknown:
+        raise UserError(
+            f"{where} has no setting 'model.{unknown[0]}'.{suggest(unknown[0], takes)}",
+            hint=f"settings it takes: {', '.join(sorted(takes - {'num_classes', 'input_shape'}))}",
+        )
+    given = _hashable(kwargs)
+    if "num_classes" in takes:
+        given.setdefault("num_classes", num_classes)
+    if "input_shape" in takes and input_shape is not None:
+        given.setdefault("input_shape", tuple(input_shape))
+    try:
+        module = call(**given)
+    except TypeError as err:
+        raise UserError(f"{where}: cannot build the model: {err}") from err
+    if not isinstance(module, nn.Module):
+        raise UserError(
+            f"{where} returned {type(module).__name__}, not a flax.linen.Module",
+            hint="return the module instance from the factory function",
+        )
+    return module

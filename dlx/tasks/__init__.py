@@ -17,7 +17,7 @@ def _supervised(cls: type) -> Callable[[Mapping[str, Any], Any, Any], Task]:
     def build(settings: Mapping[str, Any], cfg: Any, data: Any) -> Task:
         from dlx.models import build_model
 
-        model = build_model(_plain(cfg.model), data.num_classes)
+        model = build_model(_plain(cfg.model), data.num_classes, tuple(data.input_shape))
         continual = cfg.get("continual") or {}
         if cls is Classify and continual and continual.get("strategy") == "ewc":
             return Classify(model, ewc_lambda=float(continual.get("ewc_lambda", 0.0)))

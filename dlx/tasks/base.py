@@ -45,9 +45,10 @@ class Task:
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         raise NotImplementedError
 
-    def host_batch(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        """The batch dict the step takes, built on the host from a dataset's rows."""
-        return {"x": x, "y": y}
+    def host_batch(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The batch dict the step takes, built on the host from a dataset's rows (`x`, `y`
+        and the dataset's extra arrays such as `lengths`)."""
+        return rows
 
     def epoch_end(self, state: TrainState, epoch: int, out_dir: Path | None) -> dict[str, Any]:
         """After each val eval (one-device `state`): extra val metrics and files (a GAN's

@@ -39,6 +39,25 @@ def lm_metrics(loss: float) -> dict[str, float]:
     return {"bits_per_char": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0))}
 
 
+# Batch entries a model is given besides x, by keyword, when the data has them.
+MODEL_INPUTS = ("lengths",)
+
+
+def apply_model(model: Any, params: Any, batch: dict, rng: Any = None) -> jax.Array:
+    """The model on a batch: train mode (dropout from `rng`) when `rng` is given; extra
+    inputs the data carries (`lengths` of padded sequences) by keyword."""
+    train = rng is not None
+    extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    rngs = {"dropout": rng} if train else {}
+    return model.apply({"params": params}, batch["x"], train=train, rngs=rngs, **extra)
+
+
+def init_params(model: Any, rng: Any, example: dict) -> Any:
+    extra = {k: example[k] for k in MODEL_INPUTS if k in example}
+    init = jax.jit(lambda r, x, kw: model.init(r, x, **kw))
+    return init(rng, example["x"], extra)["params"]
+
+
 def device_mean(x: Any, axis: str | None) -> Any:
     return x if axis is None else jax.lax.pmean(x, axis)
 
@@ -51,7 +70,7 @@ class Classify(Task):
 
     def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
         init_rng, dropout_rng = jax.random.split(rng)
-        params = jax.jit(self.model.init)(init_rng, example["x"])["params"]
+        params = init_params(self.model, init_rng, example)
         extra = None
         if self.ewc_lambda > 0:
             from dlx.continual.ewc import empty_penalty
@@ -60,9 +79,7 @@ class Classify(Task):
         return TrainState.create(self.model.apply, params, tx, dropout_rng, extra)
 
     def logits(self, params: Any, batch: dict, rng: Any = None) -> jax.Array:
-        train = rng is not None
-        rngs = {"dropout": rng} if train else {}
-        out = self.model.apply({"params": params}, batch["x"], train=train, rngs=rngs)
+        out = apply_model(self.model, params, batch, rng)
         if "allowed" in batch:  # head mask: only this example's task's classes
             out = jnp.where(batch["allowed"], out, NEG)
         return out
@@ -141,14 +158,11 @@ class Regress(Task):
 
     def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
         init_rng, dropout_rng = jax.random.split(rng)
-        params = jax.jit(self.model.init)(init_rng, example["x"])["params"]
+        params = init_params(self.model, init_rng, example)
         return TrainState.create(self.model.apply, params, tx, dropout_rng)
 
-    def predict(self, params: Any, x: jax.Array, rng: Any = None) -> jax.Array:
-        train = rng is not None
-        out = self.model.apply(
-            {"params": params}, x, train=train, rngs={"dropout": rng} if train else {}
-        )
+    def predict(self, params: Any, batch: dict, rng: Any = None) -> jax.Array:
+        out = apply_model(self.model, params, batch, rng)
         return out.reshape(out.shape[0], -1)
 
     def train_step(self, state: TrainState, batch: dict, axis: str | None) -> tuple[Any, dict]:
@@ -157,7 +171,7 @@ class Regress(Task):
         count = global_sum(jnp.asarray(y.size, jnp.float32), axis)
 
         def objective(params: Any) -> tuple[jax.Array, jax.Array]:
-            err = self.predict(params, batch["x"], rng) - y
+            err = self.predict(params, batch, rng) - y
             return shard_mean(jnp.square(err).sum(), count, axis), jnp.abs(err).sum()
 
         (mse, abs_sum), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -172,7 +186,7 @@ class Regress(Task):
     def eval_step(self, state: TrainState, batch: dict, axis: str | None) -> dict:
         y = batch["y"].reshape(batch["y"].shape[0], -1)
         m = example_mask(batch["mask"], y)
-        err = (self.predict(state.params, batch["x"]) - y) * m
+        err = (self.predict(state.params, batch) - y) * m
         sums = {
             "sse": jnp.square(err).sum(),
             "sae": jnp.abs(err).sum(),

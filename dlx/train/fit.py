@@ -16,10 +16,6 @@ from dlx.setup import Setup, check_batches, standard_steps
 from dlx.train.loop import LoopState, Phase, evaluate, train_loop
 
 
-def split_arrays(data: Any, split: str) -> dict:
-    return {"x": getattr(data, f"x_{split}"), "y": getattr(data, f"y_{split}")}
-
-
 def init_from(path: str, params: Any) -> Any:
     """Best params of another run, checked name by name against this model's."""
     import jax
@@ -45,6 +41,7 @@ def init_from(path: str, params: Any) -> Any:
 class StandardFit:
     name = "standard"
     schedule_steps = staticmethod(standard_steps)
+    run_dir: Path | None = None  # where epoch_end writes (set by run; None: nowhere)
 
     def initial(self, setup: Setup, resume_dir: Path | None) -> tuple[Any, LoopState | None, Any]:
         check_batches(setup, int(setup.cfg.data.batch_size))
@@ -63,7 +60,7 @@ class StandardFit:
 
     def phase(self, setup: Setup) -> Phase:
         cfg, data, task, strategy = setup.cfg, setup.data, setup.task, setup.strategy
-        val = split_arrays(data, "val")
+        val, train = task.host_batch(data.arrays("val")), data.arrays("train")
 
         def on_val(state: Any, epoch: int) -> dict:
             out = evaluate(task, state, val, cfg.data.eval_batch_size, strategy)
@@ -75,7 +72,7 @@ class StandardFit:
             examples=len(data.x_train),
             batch_size=int(cfg.data.batch_size),
             total=setup.total_steps,
-            make_batch=lambda idx, epoch: task.host_batch(data.x_train[idx], data.y_train[idx]),
+            make_batch=lambda idx, epoch: task.host_batch({k: v[idx] for k, v in train.items()}),
             evaluate=on_val,
             lr_at=lambda step: setup.schedule(step),
             seed=int(cfg.seed),
@@ -118,7 +115,7 @@ def test(setup: Setup, result: Any, session: Any) -> None:
     if result.loop.best_params is not None:
         best = strategy.unreplicate(result.state).replace(params=result.loop.best_params)
         state, tested = strategy.place(best), f"best (step {result.loop.best.get('step')})"
-    arrays = split_arrays(setup.data, "test")
+    arrays = setup.task.host_batch(setup.data.arrays("test"))
     out = evaluate(setup.task, state, arrays, setup.cfg.data.eval_batch_size, strategy)
     out = {f"test/{k}": v for k, v in out.items()}
     session.metrics.write(
