@@ -35,7 +35,7 @@ def measure(recipe: str, steps: int, rounds: int) -> dict:
     import jax
 
     from dlx.data import epoch_batches
-    from dlx.train.parallel import make_strategy
+    from dlx.training.parallel import make_strategy
 
     batch = int(setup.cfg.data.batch_size)
     order = list(epoch_batches(len(setup.data.x_train), batch, seed=0, epoch=0))

@@ -26,8 +26,8 @@ from report import print_table, write_result
 from dlx.setup import check_batches
 from dlx.track.console import RunConsole
 from dlx.track.metrics import MetricsWriter
-from dlx.train.fit import StandardFit
-from dlx.train.loop import LoopIO, train_loop
+from dlx.training.fit import StandardFit
+from dlx.training.loop import LoopIO, train_loop
 
 
 def hand_written(model, params, lr: float, x: np.ndarray, y: np.ndarray, steps: int, batch: int):

@@ -25,7 +25,7 @@ from dlx_side import ROOT, child_env
 from report import print_table, write_result
 
 # What a `dlx train` process imports before it composes anything: its command and the loop.
-IMPORTS = "import jax, flax, optax, orbax.checkpoint, dlx.commands.train, dlx.train.loop"
+IMPORTS = "import jax, flax, optax, orbax.checkpoint, dlx.commands.train, dlx.training.loop"
 
 
 def trial_args(steps: int, out: Path) -> list[str]:

@@ -266,7 +266,34 @@ def recipes(config_dir: ConfigDir = None) -> None:
     for name, path in find_recipes(config_dir).items():
         where = "dlx" if path.parent.resolve() == shipped else str(path.parent)
         table.add_row(name, recipe_description(path), where)
-    Console(highlight=False).print(table)
+    con = Console(highlight=False)
+    con.print(table)
+    from dlx.config.targets import entry_points
+
+    for section, label, builtin in (
+        ("model", "models (model=NAME)", _builtin_models),
+        ("data", "datasets (data=NAME)", _builtin_datasets),
+    ):
+        plugins = [f"{n} ({ep.value})" for n, ep in sorted(entry_points(section).items())]
+        con.print(f"{label}: {', '.join([*builtin(), *plugins])}", markup=False, soft_wrap=True)
+    con.print(
+        "your own: model._target_=mynets.Net, data._target_=mydata.load (modules in the launch "
+        "folder), or a package's `dlx.models` / `dlx.datasets` entry points",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _builtin_models() -> list[str]:
+    from dlx.models import model_names
+
+    return model_names()
+
+
+def _builtin_datasets() -> list[str]:
+    from dlx.config.compose import group_options
+
+    return group_options("data")
 
 
 @app.command(
@@ -305,26 +332,38 @@ def launch(
 
   dlx sample outputs/transformer/2026-11-30_12-00-00_ab12 --prompt "It is a truth"\n
   dlx sample RUN --tokens 500 --temperature 0.6 --top-k 20 --seed 3\n
-  dlx sample RUN --temperature 0                    # greedy"""
+  dlx sample RUN --temperature 0                    # greedy\n
+  dlx sample outputs/gan/RUN --n 64 --out grid.png  # a GAN run: a PNG grid of samples"""
 )
 def sample(
-    run: Annotated[Path, typer.Argument(help="A language-model run dir (recipe=transformer).")],
+    run: Annotated[
+        Path, typer.Argument(help="A language-model run dir (recipe=transformer) or a GAN's.")
+    ],
     prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
     tokens: Annotated[int, typer.Option(help="Characters to generate.")] = 200,
     temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")] = 0.8,
     top_k: Annotated[int, typer.Option("--top-k", help="Sample among the k likeliest.")] = 40,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampling seed (a GAN's noise).")] = 0,
+    n: Annotated[int, typer.Option("--n", help="GAN: images in the grid.")] = 64,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="GAN: the PNG to write (default <run dir>/samples.png)."),
+    ] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Latest, not best, checkpoint.")] = False,
     debug: Debug = False,
 ) -> None:
-    """Generate text from a character-level language model's checkpoint."""
+    """Generate from a run: text from a character-level language model, a PNG grid of
+    images from a GAN (prints its path)."""
 
     def go() -> None:
+        from dlx.sample import is_gan, load, sample_images
         from dlx.sample import sample as run_sample
 
-        text = run_sample(
-            run, prompt, tokens, temperature, top_k, seed, "latest" if latest else "best"
-        )
+        loaded = load(run, "latest" if latest else "best")
+        if is_gan(loaded):
+            typer.echo(str(sample_images(loaded, n, seed, out)))
+            return
+        text = run_sample(loaded, prompt, tokens, temperature, top_k, seed)
         typer.echo(text)
 
     _guard(debug, go)

@@ -74,6 +74,21 @@ class LoadedRun:
         return getattr(self.setup.task, "model", None)
 
 
+def _import_from_launch_dir(run_dir: Path) -> None:
+    """A run whose model or data is the user's own code (`_target_`) imports it from the
+    folder the run was launched from (meta.json "cwd"), wherever it is reloaded from; the
+    current folder still comes first."""
+    import json
+    import sys
+
+    try:
+        cwd = json.loads((run_dir / "meta.json").read_text()).get("cwd")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(cwd, str) and Path(cwd).is_dir() and cwd not in sys.path:
+        sys.path.append(cwd)
+
+
 def load_run(
     path: str | Path, overrides: Sequence[str] = (), kind: str = "best", step: int | None = None
 ) -> LoadedRun:
@@ -84,6 +99,7 @@ def load_run(
 
     run_dir = find_run_dir(path)
     cfg = load_config(run_dir, overrides)
+    _import_from_launch_dir(run_dir)
     setup = build(cfg, strategy="single", runtime=False)
     ckpt = RunCheckpoints(run_dir / "checkpoints", create=False)
     try:

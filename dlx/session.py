@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from dlx.rundir import create_run_dir, run_meta, write_json
-from dlx.train.loop import LoopIO, LoopState
+from dlx.training.loop import LoopIO, LoopState
 
 # Exit codes of `dlx train` besides 0 (finished) and 2 (user error).
 EXIT_DIVERGED = 3
@@ -72,7 +72,7 @@ def read_resume(run_dir: Path, state: Any, host: dict | None = None) -> tuple[An
     state, the loop's position (best params included) and the checkpoint's meta (with the
     host arrays under "host" when a `host` template is given)."""
     from dlx.checkpoint import RunCheckpoints
-    from dlx.train.parallel import to_host
+    from dlx.training.parallel import to_host
 
     ckpt = RunCheckpoints(run_dir / "checkpoints", create=False)
     try:
@@ -130,7 +130,7 @@ class RunSession:
     # ---- entry and exit ----------------------------------------------------------------
 
     def __enter__(self) -> RunSession:
-        from dlx.train.signals import StopRequest
+        from dlx.training.signals import StopRequest
 
         try:
             if self.main:

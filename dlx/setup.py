@@ -21,7 +21,7 @@ class Setup:
     cfg: DictConfig  # trainer.best_metric / best_mode resolved from the task's defaults
     data: Any  # dlx.data.Dataset
     task: Any  # dlx.tasks.Task
-    strategy: Any  # dlx.train.parallel.Strategy
+    strategy: Any  # dlx.training.parallel.Strategy
     tx: Any
     schedule: Any  # step -> learning rate
     total_steps: int  # the steps the schedule spans
@@ -50,7 +50,7 @@ class Setup:
 
 def standard_steps(cfg: DictConfig, data: Any) -> int:
     """Steps of a standard run: full batches over the epochs, capped by max_steps."""
-    from dlx.train.loop import total_steps
+    from dlx.training.loop import total_steps
 
     tr = cfg.trainer
     return total_steps(len(data.x_train), int(cfg.data.batch_size), tr.epochs, tr.max_steps)
@@ -72,14 +72,17 @@ def build(
 
     # Data (numpy) and the task's model come first: they size the CPU platform, which must
     # be set before any JAX computation starts the backend.
-    data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    # data.task: the requested task (raw, "auto" stays "auto"), so a loader reads targets for it.
+    task_name = (cfg.get("task") or {}).get("name", "auto")  # an old run's config may lack it
+    data_cfg = {**OmegaConf.to_container(cfg.data, resolve=True), "task": task_name}
+    data = load_dataset(data_cfg, seed=cfg.seed)
     task = make_task(cfg, data)
     if runtime:
         model = getattr(task, "model", None)
         configure_runtime(cfg.parallel, cfg.dist, cfg.data.batch_size, model, data.x_train[:1])
     enable_compile_cache()
-    from dlx.train.optim import make_optimizer
-    from dlx.train.parallel import make_strategy
+    from dlx.training.optim import make_optimizer
+    from dlx.training.parallel import make_strategy
 
     cfg = resolve_best(cfg, task)
     steps = schedule_steps(cfg, data)

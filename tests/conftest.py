@@ -31,3 +31,33 @@ def cli(cache_dir: Path):
         return runner.invoke(app, list(args))
 
     return invoke
+
+
+@pytest.fixture()
+def sigterm_after():
+    """`with sigterm_after(n): ...` runs the block as if SIGTERM arrived after the n-th
+    training step: the loop's stop check says "stop" from its (n+1)-th call on (in-process
+    and deterministic, unlike a real signal's timing)."""
+    import contextlib
+    import signal
+
+    from dlx.training.signals import StopRequest
+
+    @contextlib.contextmanager
+    def patch(steps: int):
+        calls = {"n": 0}
+        original = StopRequest.__call__
+
+        def stop(self: StopRequest) -> bool:
+            calls["n"] += 1
+            if calls["n"] > steps:
+                self.signum = signal.SIGTERM
+            return self.signum is not None
+
+        StopRequest.__call__ = stop
+        try:
+            yield
+        finally:
+            StopRequest.__call__ = original
+
+    return patch

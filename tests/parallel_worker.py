@@ -41,8 +41,8 @@ def main(out: Path, steps: int, strategies: list[str]) -> None:
 
     # Eval counts every example exactly once whatever the device count and batch size.
     from dlx.restore import load_run
-    from dlx.train.loop import evaluate
-    from dlx.train.parallel import make_strategy
+    from dlx.training.loop import evaluate
+    from dlx.training.parallel import make_strategy
 
     run = load_run(report[strategies[0]]["run_dir"], kind="latest")
     rng = np.random.default_rng(0)

@@ -252,7 +252,7 @@ def test_dlx_train_runs_a_continual_recipe(cli, tmp_path) -> None:
 
 @pytest.mark.parametrize("strategy", ["replay", "ewc"])
 def test_preempted_continual_run_resumes_exactly(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
+    tmp_path: Path, cache_dir: Path, sigterm_after, strategy: str
 ) -> None:
     """Preempted in the middle of task 1 (the replay buffer half refilled, EWC's penalty of
     task 0 in the state), resumed: the same R, train losses and final params as a run that
@@ -264,20 +264,10 @@ def test_preempted_continual_run_resumes_exactly(
     from dlx.commands.train import resume_config, train
     from dlx.restore import load_run
     from dlx.track.metrics import read_metrics
-    from dlx.train.signals import StopRequest
 
     extra = (f"continual.strategy={strategy}", "trainer.log_every=1", "model.dropout=0.3")
     whole_dir, whole = _run(_overrides(tmp_path / "whole", *extra))
-    calls = {"n": 0}
-
-    def stop_before_step_5(self: StopRequest) -> bool:  # a SIGTERM arriving after step 4
-        calls["n"] += 1
-        if calls["n"] > 4:
-            self.signum = signal.SIGTERM
-        return self.signum is not None
-
-    with monkeypatch.context() as m:
-        m.setattr(StopRequest, "__call__", stop_before_step_5)
+    with sigterm_after(4):  # a SIGTERM arriving after step 4
         cut_dir, cut = _run(_overrides(tmp_path / "cut", *extra))
     assert cut["status"] == "preempted" and cut["steps"] == 4
     assert cut["exit_code"] == 128 + signal.SIGTERM

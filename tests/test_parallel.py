@@ -112,7 +112,7 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path: Path) -> None
 
 
 def test_eval_batch_size_fits_small_splits_and_splits_evenly() -> None:
-    from dlx.train.parallel import Strategy
+    from dlx.training.parallel import Strategy
 
     one, eight = Strategy(["cpu:0"]), Strategy([f"cpu:{i}" for i in range(8)])
     assert one.eval_batch_size(1000, 5000) == 1000  # large split: the configured batch

@@ -183,7 +183,7 @@ def test_corrupt_checkpoint_falls_back_then_names_the_file(cli, tmp_path: Path) 
 KILLER = """
 import sys, jax, jax.numpy as jnp, optax
 from dlx.checkpoint import RunCheckpoints
-from dlx.train.step import TrainState
+from dlx.training.step import TrainState
 params = {"w": jnp.ones((1024, 2048))}  # 8 MB per save
 state = TrainState.create(None, params, optax.sgd(0.1), jax.random.PRNGKey(0))
 ckpt = RunCheckpoints(sys.argv[1])
@@ -199,7 +199,7 @@ def test_sigkill_while_writing_leaves_a_restorable_checkpoint(tmp_path: Path) ->
     import optax
 
     from dlx.checkpoint import RunCheckpoints
-    from dlx.train.step import TrainState
+    from dlx.training.step import TrainState
 
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLER, str(tmp_path)], stdout=subprocess.PIPE, text=True
@@ -219,7 +219,7 @@ def test_sigkill_while_writing_leaves_a_restorable_checkpoint(tmp_path: Path) ->
 
 
 def test_stop_request_sets_the_flag_on_sigint() -> None:
-    from dlx.train.signals import StopRequest
+    from dlx.training.signals import StopRequest
 
     with StopRequest() as stop:
         assert not stop()

@@ -13,7 +13,7 @@ import pytest
 
 from dlx.models import build_model
 from dlx.models.attention import SelfAttention, attention_mask, rotate
-from dlx.train.optim import make_optimizer
+from dlx.training.optim import make_optimizer
 
 KEY = jax.random.PRNGKey(0)
 # Two right-padded token sequences (0 = padding) with 4 and 2 real tokens.

@@ -10,10 +10,10 @@ import pytest
 
 from dlx.models import build_model
 from dlx.tasks import Classify
-from dlx.train.loop import evaluate
-from dlx.train.optim import make_optimizer
-from dlx.train.parallel import compiled_train_step, make_strategy
-from dlx.train.step import TrainState
+from dlx.training.loop import evaluate
+from dlx.training.optim import make_optimizer
+from dlx.training.parallel import compiled_train_step, make_strategy
+from dlx.training.step import TrainState
 
 MODEL = build_model({"name": "cnn", "features": [8], "dense": 16, "dropout": 0.0}, 2)
 TASK = Classify(MODEL)
@@ -92,7 +92,7 @@ def test_eval_counts_every_example_once(batch, eval_batch: int) -> None:
 
 
 def test_negative_labels_are_ignored_by_loss_and_accuracy() -> None:
-    from dlx.train.step import masked_loss_and_hits
+    from dlx.training.step import masked_loss_and_hits
 
     logits = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7))
     labels = np.array([[1, 2, 3, -1, -1], [4, 5, 6, 0, -1]], np.int32)

@@ -148,7 +148,7 @@ def test_lm_eval_counts_every_character_once_and_never_padding() -> None:
 
     from dlx.models import build_model
     from dlx.tasks import LanguageModel
-    from dlx.train.step import TrainState
+    from dlx.training.step import TrainState
 
     ids = encode("a cab, a bad cab.", build_vocab("abcd ,."))
     x, y = chunk(ids, 5)  # 16 targets in 4 chunks of 5: the last chunk has 4 padded slots

@@ -181,7 +181,7 @@ def run_eval(
     run_dir = find_run_dir(path)
     kind, step = pick_checkpoint(run_dir, Path(path).expanduser(), latest, step)
 
-    from dlx.train.loop import evaluate
+    from dlx.training.loop import evaluate
 
     loaded = load_run(run_dir, list(overrides), kind=kind, step=step)
     cfg, data, strategy = loaded.cfg, loaded.data, loaded.setup.strategy

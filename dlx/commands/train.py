@@ -19,7 +19,7 @@ def make_fit(cfg: DictConfig) -> Any:
         from dlx.continual.fit import StreamFit
 
         return StreamFit(cfg)
-    from dlx.train.fit import StandardFit
+    from dlx.training.fit import StandardFit
 
     return StandardFit()
 
@@ -50,16 +50,22 @@ def resume_config(run_dir: str | Path, overrides: Sequence[str]) -> tuple[DictCo
     return load_config(path, overrides), path
 
 
-def train_command(overrides: Sequence[str], config_dir: Path | None = None) -> int:
-    """`dlx train KEY=VALUE...`: returns the exit code (0 finished, 3 diverged, 128+N
-    preempted by signal N)."""
+def train_overrides(
+    overrides: Sequence[str], config_dir: Path | None = None
+) -> tuple[Path | None, dict]:
+    """`dlx train KEY=VALUE...` as a call: `resume=<run dir>` continues that run (the other
+    overrides change its saved config), else the recipe is composed from scratch."""
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     rest = [o for o in overrides if not o.startswith("resume=")]
     if resume:
         cfg, run_dir = resume_config(resume[-1], rest)
-        _, summary = train(cfg, rest, resume_dir=run_dir)
-    else:
-        from dlx.config import compose
+        return train(cfg, rest, resume_dir=run_dir)
+    from dlx.config import compose
 
-        _, summary = train(compose(list(overrides), config_dir), overrides)
+    return train(compose(list(overrides), config_dir), overrides)
+
+
+def train_command(overrides: Sequence[str], config_dir: Path | None = None) -> int:
+    """The exit code of `dlx train`: 0 finished, 3 diverged, 128+N preempted by signal N."""
+    _, summary = train_overrides(overrides, config_dir)
     return int(summary.get("exit_code", 0))

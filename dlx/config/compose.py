@@ -41,11 +41,12 @@ def compose(overrides: Sequence[str] = (), config_dir: Path | None = None) -> Di
         )
     path = recipes[recipe]
     cfg = _hydra(path, rest, config_dir)
-    model = cfg.get("model") or {}
-    if "_target_" in model and "name" in model and not _picks_group("model", rest):
-        # The recipe names its own module: drop the base config's default model group, whose
-        # keys (cnn's features, dense, ...) would otherwise be merged into the module's.
-        cfg = _hydra(path, ["~model", *rest], config_dir)
+    # A recipe that names its own module or loader (`_target_`, or a name an installed
+    # package registers) drops the base config's default group for that section, whose keys
+    # (cnn's features, mnist's path, ...) would otherwise be merged into the user's.
+    drop = [f"~{group}" for group in ("model", "data") if _own(cfg, group, rest, config_dir)]
+    if drop:
+        cfg = _hydra(path, [*drop, *rest], config_dir)
     OmegaConf.set_struct(cfg, False)
     cfg.recipe = recipe
     return validate(cfg)
@@ -67,6 +68,13 @@ def _hydra(path: Path, overrides: Sequence[str], config_dir: Path | None) -> Dic
         raise _friendly(err, overrides, config_dir, path.stem) from err
     finally:
         GlobalHydra.instance().clear()
+
+
+def _own(cfg: DictConfig, group: str, overrides: Sequence[str], config_dir: Path | None) -> bool:
+    section = cfg.get(group) or {}
+    if "name" not in section or _picks_group(group, overrides):
+        return False
+    return "_target_" in section or section["name"] not in group_options(group, config_dir)
 
 
 def _picks_group(group: str, overrides: Sequence[str]) -> bool:

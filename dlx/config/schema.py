@@ -16,7 +16,8 @@ class DataConfig:
     path: str | None = None
     batch_size: int = 128
     eval_batch_size: int = 1000
-    val_size: Any = 5000  # int: a count; float in (0, 1): a fraction of train
+    val_size: Any = None  # int: a count; float in (0, 1): a fraction of train; None: the
+    # dataset's default (conf/data/<name>.yaml sets it; 0.1 for a loader of your own)
     normalize: bool = True
     limit_train: int | None = None
     limit_eval: int | None = None

@@ -97,7 +97,9 @@ def accepted(fn: Callable, kwargs: Mapping[str, Any]) -> set[str]:
 
 
 def parameters(fn: Callable) -> set[str]:
+    """Parameter names of `fn`; a `**kwargs` parameter shows as "**kwargs"."""
     try:
-        return set(inspect.signature(fn).parameters)
+        params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return set()
+    return {f"**{p.name}" if p.kind is p.VAR_KEYWORD else p.name for p in params}

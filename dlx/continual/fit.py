@@ -1,6 +1,6 @@
 """A continual run: a stream of tasks trained in order on one model, every task evaluated
 after each one (row i of the accuracy matrix R). Same lifecycle, loop, strategies and
-checkpoints as a standard run (dlx/train/fit.py): each task is one `Phase` of the loop.
+checkpoints as a standard run (dlx/training/fit.py): each task is one `Phase` of the loop.
 
     task 0 ... task T-1:  reset the optimizer, train (replay: mix buffer examples into each
     batch), [ewc: Fisher of the task into state.extra], evaluate every task -> R[i]
@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from dlx.continual.config import ContinualConfig, parse_config
 from dlx.errors import UserError
 from dlx.setup import Setup
-from dlx.train.loop import LoopState, Phase, evaluate, total_steps, train_loop
+from dlx.training.loop import LoopState, Phase, evaluate, total_steps, train_loop
 
 
 def _spend(steps: list[int], budget: int) -> list[int]:
@@ -181,53 +181,15 @@ class StreamFit:
         session.end(stop, step, diverged_step=getattr(result, "diverged_step", None))
 
     def phase(self, setup: Setup, session: Any, t: int, offset: int) -> Phase:
-        cfg, c, stream, task = setup.cfg, self.ccfg, self.stream, setup.task
-        batch = int(cfg.data.batch_size)
-        allowed_cur = np.repeat(stream.allowed[t : t + 1], batch, axis=0)
-
-        def make_batch(rows: np.ndarray, epoch: int) -> dict:
-            x, y = stream.train_batch(t, rows)
-            allowed = allowed_cur
-            if self.buffer is not None:
-                rx, ry, rt = self.buffer.sample(c.replay_per_batch)
-                if epoch == 1:  # the stream: each example offered once
-                    self.buffer.add(x, y, t)
-                x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
-                allowed = np.concatenate([allowed_cur, stream.allowed[rt]])
-            return {**task.host_batch({"x": x, "y": y}), "allowed": allowed}
-
-        def on_end(state: Any, epoch: int) -> dict:
-            t_eval = time.perf_counter()
-            evals = self.evaluate_all(setup, state)
-            self.R.append([e["accuracy"] for e in evals])
-            split = c.eval_split
-            rec: dict[str, Any] = {"task": t}
-            for j, e in enumerate(evals):
-                rec[f"{split}/task{j}_accuracy"] = e["accuracy"]
-                rec[f"{split}/task{j}_loss"] = e["loss"]
-            seen = self.R[-1][: t + 1]
-            rec[f"{split}/avg_accuracy_seen"] = float(np.mean(seen))
-            self.final = evals
-            self.timings.append(
-                {
-                    "name": stream.tasks[t].name,
-                    "classes": list(stream.tasks[t].classes),
-                    "train_examples": len(stream.tasks[t].train_idx),
-                    "eval_examples": len(stream.tasks[t].eval_idx),
-                    "steps": self.steps[t],
-                    "eval_time_s": time.perf_counter() - t_eval,
-                }
-            )
-            if self.steps[t] == 0:  # no loop ran to log it
-                session.metrics.write({"step": offset, **rec})
-            return rec
-
+        """Task t as one phase of the loop: its batches (with replay), the R row after its
+        last step (with EWC consolidation before it), its position in each checkpoint."""
+        cfg, c, task = setup.cfg, self.ccfg, setup.task
         return Phase(
-            examples=len(stream.tasks[t].train_idx),
-            batch_size=batch,
+            examples=len(self.stream.tasks[t].train_idx),
+            batch_size=int(cfg.data.batch_size),
             total=self.steps[t],
-            make_batch=make_batch,
-            evaluate=on_end,
+            make_batch=lambda rows, epoch: self.batch(setup, t, rows, epoch),
+            evaluate=lambda state, epoch: self.evaluate_after(setup, session, state, t, offset),
             lr_at=lambda step: setup.schedule(step),
             first_step=offset,
             seed=int(cfg.seed),
@@ -244,6 +206,48 @@ class StreamFit:
             host_state=self._host_template,
             label=f"task {t} ",
         )
+
+    def batch(self, setup: Setup, t: int, rows: np.ndarray, epoch: int) -> dict:
+        """Task t's examples at `rows` with their head mask; replay adds buffer examples
+        (and offers the task's examples to the buffer, once: in the first epoch)."""
+        stream = self.stream
+        x, y = stream.train_batch(t, rows)
+        allowed = np.repeat(stream.allowed[t : t + 1], len(y), axis=0)
+        if self.buffer is not None:
+            rx, ry, rt = self.buffer.sample(self.ccfg.replay_per_batch)
+            if epoch == 1:
+                self.buffer.add(x, y, t)
+            x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
+            allowed = np.concatenate([allowed, stream.allowed[rt]])
+        return {**setup.task.host_batch({"x": x, "y": y}), "allowed": allowed}
+
+    def evaluate_after(
+        self, setup: Setup, session: Any, state: Any, t: int, offset: int
+    ) -> dict[str, Any]:
+        """Every task evaluated after training task t: row t of R, as a metrics record."""
+        task, split = self.stream.tasks[t], self.ccfg.eval_split
+        t_eval = time.perf_counter()
+        evals = self.evaluate_all(setup, state)
+        self.R.append([e["accuracy"] for e in evals])
+        self.final = evals
+        rec: dict[str, Any] = {"task": t}
+        for j, e in enumerate(evals):
+            rec[f"{split}/task{j}_accuracy"] = e["accuracy"]
+            rec[f"{split}/task{j}_loss"] = e["loss"]
+        rec[f"{split}/avg_accuracy_seen"] = float(np.mean(self.R[-1][: t + 1]))
+        self.timings.append(
+            {
+                "name": task.name,
+                "classes": list(task.classes),
+                "train_examples": len(task.train_idx),
+                "eval_examples": len(task.eval_idx),
+                "steps": self.steps[t],
+                "eval_time_s": time.perf_counter() - t_eval,
+            }
+        )
+        if self.steps[t] == 0:  # no loop ran to log it
+            session.metrics.write({"step": offset, **rec})
+        return rec
 
     def consolidate(self, setup: Setup, state: Any, t: int) -> Any:
         """EWC: the Fisher of task t at its final params, folded into the penalty (skipped

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dlx.data.arrays import load_arrays
 from dlx.data.batching import epoch_batches, eval_batches
 from dlx.data.dataset import Dataset
 from dlx.data.digits import load_digits
+from dlx.data.fashion_mnist import load_fashion_mnist
+from dlx.data.image_folder import load_image_folder
 from dlx.data.mnist import load_mnist
 from dlx.data.mnist_1d import load_mnist1d
 from dlx.data.mnist_rows import load_mnist_rows
+from dlx.data.tabular import load_csv
 from dlx.data.text import load_text
 from dlx.errors import DataError, suggest
 
@@ -27,19 +31,42 @@ DATASETS: dict[str, Callable[[Mapping[str, Any], int], Dataset]] = {
     "mnist1d": load_mnist1d,
     "mnist_rows": load_mnist_rows,
     "text": load_text,
+    "fashion_mnist": load_fashion_mnist,
+    "arrays": load_arrays,
+    "csv": load_csv,
+    "image_folder": load_image_folder,
 }
 
 
 def load_dataset(cfg: Mapping[str, Any], seed: int) -> Dataset:
-    """Load the dataset named by ``cfg["name"]`` with its train/val split drawn from ``seed``.
+    """Load the dataset ``cfg`` describes, its train/val split drawn from ``seed``: a built-in
+    ``name``, a ``_target_`` naming the user's loader function (dlx/data/user.py), or a name
+    an installed package registers under the ``dlx.datasets`` entry-point group.
 
     Raises DataError (a UserError) for unknown names, bad options or unavailable data.
     """
     if not isinstance(cfg, Mapping):
         raise DataError(f"the data config section must be a mapping, got {type(cfg).__name__}")
+    from dlx.config.targets import TARGET, entry_points, import_target, load_entry_point
+
+    if cfg.get(TARGET) is not None:
+        from dlx.data.user import load_user_data
+
+        where = f"data._target_={cfg[TARGET]}"
+        return load_user_data(import_target(cfg[TARGET], "data._target_"), where, cfg, seed)
     name = cfg.get("name")
+    if isinstance(name, str) and name not in DATASETS:
+        plugins = entry_points("data")
+        if name in plugins:
+            from dlx.data.user import load_user_data
+
+            fn = load_entry_point(plugins[name], "data")
+            return load_user_data(fn, f"data.name={name} ({plugins[name].value})", cfg, seed)
     if not isinstance(name, str) or name not in DATASETS:
-        known = ", ".join(sorted(DATASETS))
+        known = ", ".join(sorted([*DATASETS, *entry_points("data")]))
         hint = suggest(name, DATASETS) if isinstance(name, str) else ""
-        raise DataError(f"unknown data.name {name!r}; known datasets: {known}.{hint}")
+        raise DataError(
+            f"unknown data.name {name!r}; known datasets: {known}.{hint}",
+            hint="or your own loader: data._target_=mydata.load (a function in ./mydata.py)",
+        )
     return DATASETS[name](cfg, seed)

@@ -67,3 +67,71 @@ def cache_dir(cfg: Mapping[str, Any]) -> Path:
     if not isinstance(value, (str, os.PathLike)):
         raise DataError(f"data.cache_dir must be a folder path, got {value!r}")
     return Path(value).expanduser()
+
+
+def get_path(cfg: Mapping[str, Any], key: str, what: str, hint: str | None = None) -> Path:
+    """A required path option (``what`` says what it must point at, e.g. "a .npz file")."""
+    value = cfg.get(key)
+    if value is None or not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise DataError(
+            f"data.{key} must be {what}, got {value!r}",
+            hint=hint or f"pass data.{key}=/path/to/{what.split()[-1]}",
+        )
+    return Path(value).expanduser()
+
+
+def get_int(cfg: Mapping[str, Any], key: str, default: int | None, minimum: int = 0) -> int | None:
+    """An integer option >= ``minimum`` (None keeps the default)."""
+    value = cfg.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DataError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def get_fraction(cfg: Mapping[str, Any], key: str, default: float) -> float:
+    """A fraction in (0, 1), e.g. data.test_size."""
+    value = cfg.get(key, default)
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise DataError(
+            f"data.{key} must be a fraction between 0 and 1, got {value!r}",
+            hint=f"e.g. data.{key}=0.2",
+        )
+    return float(value)
+
+
+def get_names(cfg: Mapping[str, Any], key: str) -> list[str | int] | None:
+    """A list of column names (or integer positions), a single one, or None."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise DataError(
+                f"data.{key} must be a column name or a list of them, got {value!r}",
+                hint=f"e.g. data.{key}=[age,income]",
+            )
+    return items
+
+
+def get_choice(cfg: Mapping[str, Any], key: str, default: Any, choices: tuple) -> Any:
+    """One of ``choices`` (compared with ==, booleans only to booleans)."""
+    value = cfg.get(key, default)
+    if value is None:
+        return default
+    for choice in choices:
+        if type(value) is type(choice) and value == choice:
+            return value
+    shown = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+    raise DataError(f"data.{key} must be one of {shown}; got {value!r}")
+
+
+def requested_task(cfg: Mapping[str, Any]) -> str:
+    """The task the run asks for (``task.name``, passed in by dlx.setup as ``data.task``):
+    "auto" when not given, so a loader called on its own follows its data."""
+    value = cfg.get("task") or "auto"
+    return str(value)

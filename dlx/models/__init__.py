@@ -16,6 +16,7 @@ def _registry() -> dict[str, type]:
     # Imported here so `import dlx.models` stays cheap until a model is built.
     from dlx.models.cnn import CNN, CNNSmall
     from dlx.models.cnn1d import CNN1D
+    from dlx.models.mlp import MLP, ConvNorm
     from dlx.models.rnn import RNNClassifier
     from dlx.models.transformer import TransformerClassifier, TransformerLM
 
@@ -23,6 +24,8 @@ def _registry() -> dict[str, type]:
         "cnn": CNN,
         "cnn_small": CNNSmall,
         "cnn1d": CNN1D,
+        "mlp": MLP,
+        "cnn_norm": ConvNorm,
         "rnn": RNNClassifier,
         "transformer_cls": TransformerClassifier,
         "transformer_lm": TransformerLM,
@@ -93,7 +96,8 @@ def _instantiate(
             "function returning one",
             hint="point _target_ at a class deriving from flax.linen.Module",
         )
-    unknown = sorted(set(kwargs) - takes)
+    open_ended = any(t.startswith("**") for t in takes)  # a factory taking **kwargs
+    unknown = [] if open_ended else sorted(set(kwargs) - takes)
     if unknown:
         raise UserError(
             f"{where} has no setting 'model.{unknown[0]}'.{suggest(unknown[0], takes)}",

@@ -26,7 +26,9 @@ def rotate(x: jnp.ndarray, positions: jnp.ndarray, base: float = 10000.0) -> jnp
 
 
 def attention_mask(valid: jnp.ndarray, causal: bool) -> jnp.ndarray:
-    """(B, 1, T, T) boolean: query i may attend to key j. ``valid`` (B, T) marks real tokens.
+    """(B, 1, T, T) boolean: query i may attend to key j. ``valid`` (B, T) marks real tokens:
+    the models pass non-padding ids within each row's ``lengths`` (the padding mask), and it is
+    combined here with the causal mask when ``causal``.
 
     Padding keys are never attended to; a padding query's row still has its valid keys (it
     must not be all-False for real inputs), but padding outputs are never read downstream.

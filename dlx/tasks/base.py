@@ -8,7 +8,7 @@ model and settings.
 Writing one (see docs/architecture.md): subclass `Task`, give it a `name`, and implement
 `init`, `train_step`, `eval_step` and `summarize`; `host_batch`, `epoch_end` and the class
 attributes have defaults. `train_step(state, batch, axis)` is written once for every strategy
-with the helpers of dlx/train/step.py (`global_sum`, `shard_mean`, `mean_grads`).
+with the helpers of dlx/training/step.py (`global_sum`, `shard_mean`, `mean_grads`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dlx.train.step import TrainState
+from dlx.training.step import TrainState
 
 
 class Task:

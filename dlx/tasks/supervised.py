@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dlx.config.targets import parameters
+from dlx.errors import UserError
 from dlx.tasks.base import Task
-from dlx.train.step import (
+from dlx.training.step import (
     TrainState,
     apply_gradients,
     example_mask,
@@ -54,6 +56,15 @@ def apply_model(model: Any, params: Any, batch: dict, rng: Any = None) -> jax.Ar
 
 def init_params(model: Any, rng: Any, example: dict) -> Any:
     extra = {k: example[k] for k in MODEL_INPUTS if k in example}
+    takes = parameters(type(model).__call__)
+    for key in extra:
+        if key not in takes and not any(p.startswith("**") for p in takes):
+            raise UserError(
+                f"the data has `{key}` (padded sequences) but model {type(model).__name__} "
+                f"does not take a `{key}` argument, so it would read the padding as data",
+                hint="use a sequence model (model=rnn|cnn1d|transformer_cls), or give your "
+                f"module's __call__ a `{key}: jax.Array | None = None` argument",
+            )
     init = jax.jit(lambda r, x, kw: model.init(r, x, **kw))
     return init(rng, example["x"], extra)["params"]
 

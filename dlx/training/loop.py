@@ -3,7 +3,7 @@ ways a run ends early: preemption (SIGTERM/SIGINT), divergence, early stopping.
 
 It runs one `Phase`: the whole of a standard run, or one task of a continual stream. What a
 step computes is the task's business (dlx/tasks), how it spreads over devices the strategy's
-(dlx/train/parallel.py); the loop only feeds batches and keeps time.
+(dlx/training/parallel.py); the loop only feeds batches and keeps time.
 
 The host never waits for the device on the hot path: it blocks only on a step that is
 `trainer.sync_every` steps old (bounding work in flight: with fake CPU devices, 64-100 steps
@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlx.data import epoch_batches, eval_batches
-from dlx.train.parallel import Strategy, to_host
-from dlx.train.step import TrainState
+from dlx.training.parallel import Strategy, to_host
+from dlx.training.step import TrainState
 
 SHORT = {"accuracy": "acc"}  # names on the console line
 

@@ -3,7 +3,7 @@
 A task (dlx/tasks) writes one step function, `task.train_step(state, batch, axis)`. It is
 the same code on one device and on many: `axis` is None under plain jit and under `sharded`
 (XLA inserts the all-reduce), and the pmap axis name under `pmap`, where the helpers below
-turn per-device sums into global ones. The strategies (dlx/train/parallel.py) jit or pmap
+turn per-device sums into global ones. The strategies (dlx/training/parallel.py) jit or pmap
 that one function; none of them rewrites it.
 """
 

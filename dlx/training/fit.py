@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlx.setup import Setup, check_batches, standard_steps
-from dlx.train.loop import LoopState, Phase, evaluate, train_loop
+from dlx.training.loop import LoopState, Phase, evaluate, train_loop
 
 
 def init_from(path: str, params: Any) -> Any:

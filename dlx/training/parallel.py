@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dlx.errors import UserError
-from dlx.train.step import TrainState
+from dlx.training.step import TrainState
 
 STRATEGIES = ("auto", "single", "pmap", "sharded")
 
