@@ -50,10 +50,14 @@ def _guard(debug: bool, fn: Callable[[], T]) -> T:
             raise
         from rich.console import Console
 
+        from rich.markup import escape
+
         con = Console(stderr=True, highlight=False)
-        con.print(f"[bold red]error:[/] {err}", markup=True)
+        # escape: messages quote overrides such as data.drop=[city], which rich would
+        # otherwise take for markup tags and drop
+        con.print(f"[bold red]error:[/] {escape(str(err))}", markup=True)
         if err.hint:
-            con.print(f"[yellow]fix:[/] {err.hint}", markup=True)
+            con.print(f"[yellow]fix:[/] {escape(err.hint)}", markup=True)
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
         if debug:

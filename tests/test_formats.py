@@ -572,7 +572,7 @@ def bad_text_feature(tmp: Path) -> tuple[list[str], list[str]]:
     path = write_csv(tmp / "cities.csv", ["age", "city", "label"], rows)
     return ["data=csv", f"data.path={path}"], [
         f"{path}: feature column 'city' is not numeric: line 3 has 'Paris'",
-        "data.drop=",
+        "data.drop=[city]",
         "data.features=",
     ]
 

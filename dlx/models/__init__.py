@@ -16,7 +16,7 @@ def _registry() -> dict[str, type]:
     # Imported here so `import dlx.models` stays cheap until a model is built.
     from dlx.models.cnn import CNN, CNNSmall
     from dlx.models.cnn1d import CNN1D
-    from dlx.models.mlp import MLP, ConvNorm
+    from dlx.models.mlp import MLP
     from dlx.models.rnn import RNNClassifier
     from dlx.models.transformer import TransformerClassifier, TransformerLM
 
@@ -25,7 +25,6 @@ def _registry() -> dict[str, type]:
         "cnn_small": CNNSmall,
         "cnn1d": CNN1D,
         "mlp": MLP,
-        "cnn_norm": ConvNorm,
         "rnn": RNNClassifier,
         "transformer_cls": TransformerClassifier,
         "transformer_lm": TransformerLM,
