@@ -44,7 +44,7 @@ def run_steps(setup: Any, state: Any, batches: Iterable[Any]) -> Any:
     """Train `state` (placed by `setup.strategy`) on `batches` (each as `strategy.batch`
     returns it) with the loop's bound on steps in flight: block on a step's loss once it is
     trainer.sync_every steps old (fake CPU devices abort in an all-reduce rendezvous without
-    it, DESIGN.md), and on the params at the end. Returns the new state."""
+    it: docs/architecture.md), and on the params at the end. Returns the new state."""
     import jax
 
     task, strategy = setup.task, setup.strategy

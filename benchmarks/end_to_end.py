@@ -8,7 +8,8 @@
   its samples/s: the first step (compilation) and the val eval after the epoch.
 - pure: a long-lived worker with the same devices, strategy, model, optimizer and the same
   batches in the same order, already on the devices before the clock starts; it runs only the
-  jitted step (blocking every trainer.sync_every steps, which fake CPU devices need, DESIGN.md).
+  jitted step (blocking every trainer.sync_every steps, which fake CPU devices need; see
+  docs/architecture.md).
 
 Rounds alternate (dlx, pure, dlx, pure, ...) so both see the same machine load; the table shows
 medians and the ratio dlx / pure. Target: >= 0.95.

@@ -49,7 +49,6 @@ def _guard(debug: bool, fn: Callable[[], T]) -> T:
         if debug:
             raise
         from rich.console import Console
-
         from rich.markup import escape
 
         con = Console(stderr=True, highlight=False)

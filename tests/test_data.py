@@ -127,9 +127,10 @@ def test_mnist_path_with_other_files_loads_without_checksums(tmp_path: Path) -> 
     """Files the user points at (another dataset in MNIST's format) are checked for their
     structure only: MNIST's checksums apply to the files dlx fetches itself."""
     files = tiny_mnist()
-    assert hashlib.md5(files["train-images-idx3-ubyte"]).hexdigest() != sources.MNIST_MD5[
-        "train-images-idx3-ubyte"
-    ]
+    assert (
+        hashlib.md5(files["train-images-idx3-ubyte"]).hexdigest()
+        != sources.MNIST_MD5["train-images-idx3-ubyte"]
+    )
     write_files(tmp_path / "m", files)
     ds = load_dataset({"name": "mnist", "path": str(tmp_path / "m"), "val_size": 5}, 0)
     assert ds.input_shape == (28, 28, 1) and len(ds.x_val) == 5

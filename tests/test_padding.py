@@ -180,6 +180,7 @@ GRAD_MODELS = [  # every model class and input kind, with dropout where it has a
 ]
 
 
+@pytest.mark.slow  # ~30 s of compiles; the equality test above runs every model by default
 @pytest.mark.parametrize("case", GRAD_MODELS, ids=_ids)
 def test_jitted_gradient_step_with_lengths_is_finite(case: Any) -> None:
     cfg, kind = case
