@@ -14,6 +14,7 @@ replay buffer (and its random state) beside the TrainState, the EWC penalty insi
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -212,7 +213,7 @@ class StreamFit:
         (and offers the task's examples to the buffer, once: in the first epoch)."""
         stream = self.stream
         x, y = stream.train_batch(t, rows)
-        allowed = np.repeat(stream.allowed[t : t + 1], len(y), axis=0)
+        allowed = self._task_mask(t, len(y))
         if self.buffer is not None:
             rx, ry, rt = self.buffer.sample(self.ccfg.replay_per_batch)
             if epoch == 1:
@@ -220,6 +221,11 @@ class StreamFit:
             x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
             allowed = np.concatenate([allowed, stream.allowed[rt]])
         return {**setup.task.host_batch({"x": x, "y": y}), "allowed": allowed}
+
+    @functools.cache  # noqa: B019 (one fit per run: the cache lives as long as the run)
+    def _task_mask(self, t: int, n: int) -> np.ndarray:
+        """Task t's head mask for n rows, built once (not on every step)."""
+        return np.repeat(self.stream.allowed[t : t + 1], n, axis=0)
 
     def evaluate_after(
         self, setup: Setup, session: Any, state: Any, t: int, offset: int

@@ -41,7 +41,6 @@ def init_from(path: str, params: Any) -> Any:
 class StandardFit:
     name = "standard"
     schedule_steps = staticmethod(standard_steps)
-    run_dir: Path | None = None  # where epoch_end writes (set by run; None: nowhere)
 
     def initial(self, setup: Setup, resume_dir: Path | None) -> tuple[Any, LoopState | None, Any]:
         check_batches(setup, int(setup.cfg.data.batch_size))
@@ -58,14 +57,15 @@ class StandardFit:
     def summary_fields(self) -> dict:
         return {}
 
-    def phase(self, setup: Setup) -> Phase:
+    def phase(self, setup: Setup, run_dir: Path | None = None) -> Phase:
+        """The whole run as one phase; `run_dir` is where the task's epoch_end writes."""
         cfg, data, task, strategy = setup.cfg, setup.data, setup.task, setup.strategy
         val, train = task.host_batch(data.arrays("val")), data.arrays("train")
 
         def on_val(state: Any, epoch: int) -> dict:
             out = evaluate(task, state, val, cfg.data.eval_batch_size, strategy)
             rec = {f"val/{k}": v for k, v in out.items()}
-            extra = task.epoch_end(strategy.unreplicate(state), epoch, self.run_dir)
+            extra = task.epoch_end(strategy.unreplicate(state), epoch, run_dir)
             return {**rec, **{f"val/{k}": v for k, v in extra.items()}}
 
         return Phase(
@@ -83,12 +83,11 @@ class StandardFit:
         self, setup: Setup, session: Any, state: Any, start: LoopState | None, host: Any
     ) -> None:
         cfg, strategy = setup.cfg, setup.strategy
-        self.run_dir = session.run_dir
         if cfg.init_from and session.resume is None:
             session.console.info(f"initialised from the best params of {cfg.init_from}")
         result = train_loop(
             cfg.trainer,
-            self.phase(setup),
+            self.phase(setup, session.run_dir),
             setup.task,
             strategy.place(state),
             strategy,
