@@ -64,3 +64,14 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **extra}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return env
+
+
+def timed(argv: list[str], cache: Path) -> float:
+    """Wall seconds of a child process (stdout dropped) with $DLX_CACHE at `cache`."""
+    import subprocess
+    import time
+
+    env = child_env(DLX_CACHE=str(cache))
+    t = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    return time.perf_counter() - t

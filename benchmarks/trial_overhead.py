@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from dlx_side import ROOT, child_env
+from dlx_side import ROOT, timed
 from report import print_table, write_result
 
 # What a `dlx train` process imports before it composes anything: its command and the loop.
@@ -38,13 +37,6 @@ def trial_args(steps: int, out: Path) -> list[str]:
         "trainer.progress=none",
         f"outputs.dir={out}",
     ]
-
-
-def timed(argv: list[str], cache: Path) -> float:
-    env = child_env(DLX_CACHE=str(cache))
-    t = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-    return time.perf_counter() - t
 
 
 def bookkeeping_s(tmp: Path, trials: int = 20) -> float:

@@ -6,6 +6,8 @@ a checkpoint never runs code.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 from pathlib import Path
@@ -20,6 +22,60 @@ from dlx.errors import UserError
 log = logging.getLogger("dlx")
 
 KINDS = ("latest", "best")
+
+
+@contextlib.contextmanager
+def _quiet_orbax() -> Any:
+    """Orbax logs each unreadable file at ERROR through absl before it raises; dlx turns the
+    exception into one message, so those lines are only noise while reading."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+
+
+class DiskFullError(UserError):
+    """A checkpoint write ran out of space. The process exits at once after the message:
+    Orbax's background writers would otherwise print hundreds of lines while Python shuts
+    down around them."""
+
+    hard_exit = True
+
+
+def _disk_full(err: BaseException) -> bool:
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "os_error_code='28'" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _writing(directory: Path) -> Any:
+    """A checkpoint write (or the wait for the background ones): disk full becomes one
+    message naming the folder, the free space and what to do."""
+    try:
+        yield
+    except Exception as err:
+        if not _disk_full(err):
+            raise
+        import shutil
+
+        free = shutil.disk_usage(directory).free / 2**20 if directory.exists() else 0.0
+        raise DiskFullError(
+            f"no space left on the device writing checkpoints to {directory} ({free:.1f} MiB free)",
+            hint="free some space (or move outputs.dir to a larger disk), then continue from the "
+            f"last complete checkpoint: dlx train resume={directory.parent}",
+        ) from err
 
 
 def _pytree(state: Any) -> dict:
@@ -42,6 +98,9 @@ class RunCheckpoints:
 
     def __init__(self, directory: Path, create: bool = True) -> None:
         self.directory = Path(directory)
+        # Orbax's background writers log every failure (with its traceback) at ERROR through
+        # absl before the main thread sees it as an exception, which dlx reports once.
+        logging.getLogger("absl").setLevel(logging.CRITICAL)
         # Only process 0 writes (and holds a plain, unreplicated copy of the state), so the
         # manager must not wait for the other processes at its barriers.
         multi = (
@@ -51,27 +110,29 @@ class RunCheckpoints:
             if jax.process_count() > 1
             else ocp.options.MultiprocessingOptions()
         )
+        self._saved: set[tuple[str, int]] = set()  # (kind, step) written by this process
         if create:  # orbax refuses create=True with active_processes: make the dirs here
             for kind in KINDS:
                 (self.directory / kind).mkdir(parents=True, exist_ok=True)
         # latest keeps two steps so a checkpoint corrupted on disk still leaves a good one.
-        self._managers = {
-            k: ocp.CheckpointManager(
-                self.directory / k,
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=2 if k == "latest" else 1,
-                    create=False,
-                    multiprocessing_options=multi,
-                ),
-                # Declared up front so metadata (shapes) can be read without restoring.
-                item_handlers={
-                    "state": ocp.StandardCheckpointHandler(),
-                    "meta": ocp.JsonCheckpointHandler(),
-                    "host": ocp.StandardCheckpointHandler(),
-                },
-            )
-            for k in KINDS
-        }
+        with _quiet_orbax():  # it reads each step's metadata; unreadable ones are ours to report
+            self._managers = {
+                k: ocp.CheckpointManager(
+                    self.directory / k,
+                    options=ocp.CheckpointManagerOptions(
+                        max_to_keep=2 if k == "latest" else 1,
+                        create=False,
+                        multiprocessing_options=multi,
+                    ),
+                    # Declared up front so metadata (shapes) can be read without restoring.
+                    item_handlers={
+                        "state": ocp.StandardCheckpointHandler(),
+                        "meta": ocp.JsonCheckpointHandler(),
+                        "host": ocp.StandardCheckpointHandler(),
+                    },
+                )
+                for k in KINDS
+            }
 
     def save(
         self,
@@ -83,13 +144,41 @@ class RunCheckpoints:
         """Save `state` and its JSON `meta`; `host` is a dict of numpy arrays a run keeps
         outside the TrainState (a continual run's replay buffer), restored with `restore`."""
         step = int(jax.device_get(state.step))
-        items = {"state": ocp.args.StandardSave(_pytree(state)), "meta": ocp.args.JsonSave(meta)}
+        tree = _pytree(state)
+        self._check_space(tree, host, kinds)
+        items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta)}
         if host:
             items["host"] = ocp.args.StandardSave(host)
         for kind in kinds:
-            if step in self._managers[kind].all_steps():
-                continue  # e.g. preempted right after an eval saved this very step
-            self._managers[kind].save(step, args=ocp.args.Composite(**items))
+            manager = self._managers[kind]
+            if step in manager.all_steps():
+                if (kind, step) in self._saved:
+                    continue  # e.g. preempted right after an eval saved this very step
+                # Left by an earlier process: a resume came back to this step, so that copy
+                # is the corrupt one it fell back over (or the same values): write it anew.
+                manager.wait_until_finished()
+                manager.delete(step)
+            with _writing(self.directory):
+                manager.save(step, args=ocp.args.Composite(**items))
+            self._saved.add((kind, step))
+
+    def _check_space(self, tree: Any, host: dict | None, kinds: tuple[str, ...]) -> None:
+        """Refuse a save the disk cannot hold, before Orbax starts it: a write that runs out
+        of space mid-way fails in Orbax's background threads, which print pages of
+        tracebacks. Room for these copies plus one still being written is asked for."""
+        import shutil
+
+        leaves = jax.tree_util.tree_leaves((tree, host))
+        need = sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize for x in leaves)
+        need = need * (len(kinds) + 1) + 2**20
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            raise DiskFullError(
+                f"not enough space to write checkpoints to {self.directory}: "
+                f"{free / 2**20:.1f} MiB free, a save needs about {need / 2**20:.1f} MiB",
+                hint="free some space (or move outputs.dir to a larger disk), then continue "
+                f"from the last complete checkpoint: dlx train resume={self.directory.parent}",
+            )
 
     def steps(self, kind: str = "latest") -> list[int]:
         return list(self._managers[kind].all_steps())
@@ -138,7 +227,8 @@ class RunCheckpoints:
         if host:
             items["host"] = ocp.args.StandardRestore(shapes(host))
         try:
-            restored = self._managers[kind].restore(step, args=ocp.args.Composite(**items))
+            with _quiet_orbax():
+                restored = self._managers[kind].restore(step, args=ocp.args.Composite(**items))
         except UserError:
             raise
         except Exception as err:  # orbax raises many types for unreadable data
@@ -155,7 +245,8 @@ class RunCheckpoints:
         """Parameter path -> shape as saved, read from the checkpoint's metadata only."""
         path = self.directory / kind / str(step)
         try:
-            meta = self._managers[kind].item_metadata(step)["state"]["params"]
+            with _quiet_orbax():
+                meta = self._managers[kind].item_metadata(step)["state"]["params"]
         except Exception as err:
             raise UserError(
                 f"cannot read checkpoint {path}: metadata unreadable ({type(err).__name__})"
@@ -180,8 +271,9 @@ class RunCheckpoints:
         return self._managers[kind].latest_step()
 
     def wait(self) -> None:
-        for m in self._managers.values():
-            m.wait_until_finished()
+        with _writing(self.directory):
+            for m in self._managers.values():
+                m.wait_until_finished()
 
     def close(self) -> None:
         for m in self._managers.values():

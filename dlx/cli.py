@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,8 @@ def _guard(debug: bool, fn: Callable[[], T]) -> T:
         con.print(f"[bold red]error:[/] {escape(str(err))}", markup=True)
         if err.hint:
             con.print(f"[yellow]fix:[/] {escape(err.hint)}", markup=True)
+        global _hard_exit
+        _hard_exit = getattr(err, "hard_exit", False)
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
         if debug:
@@ -364,7 +367,10 @@ def sample(
 
         loaded = load(run, "latest" if latest else "best")
         if is_gan(loaded):
-            typer.echo(str(sample_images(loaded, n, seed, out)))
+            from dlx.io import output_file
+
+            target = output_file(out, "--out") if out is not None else None
+            typer.echo(str(sample_images(loaded, n, seed, target)))
             return
         text = run_sample(loaded, prompt, tokens, temperature, top_k, seed)
         typer.echo(text)
@@ -403,9 +409,10 @@ def plot(
     """Overlay several runs' curves (one line per run, one panel per metric) in one PNG."""
 
     def go() -> None:
+        from dlx.io import output_file
         from dlx.track.plots import plot_runs
 
-        typer.echo(f"wrote {plot_runs(run_dirs, metric or [], out)}")
+        typer.echo(f"wrote {plot_runs(run_dirs, metric or [], output_file(out, '--out'))}")
 
     _guard(debug, go)
 
@@ -461,8 +468,21 @@ def explain(
     _guard(debug, go)
 
 
+_hard_exit = False  # set for errors after which the process must not linger (a full disk)
+
+
 def main() -> Any:
-    return app()
+    from dlx.io import die_with_parent
+
+    die_with_parent()  # a sweep trial: stop when its worker dies
+    try:
+        return app()
+    except SystemExit as done:
+        if _hard_exit:  # Orbax's background writers would print hundreds of lines at shutdown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 2)
+        raise
 
 
 if __name__ == "__main__":

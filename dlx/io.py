@@ -96,3 +96,67 @@ def pid_alive(pid: Any) -> bool:
         return not Path("/proc/self/stat").exists()
     except (OSError, IndexError):
         return True  # unreadable: os.kill said it exists
+
+
+def open_append(path: Path) -> Any:
+    """`path` opened for appending text, refusing to follow a symlink (O_NOFOLLOW): a run's
+    logs are written inside its run dir, never through a link to somewhere else."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if Path(path).is_symlink():
+            from dlx.errors import UserError
+
+            raise UserError(
+                f"{path} is a symlink; dlx writes only regular files inside a run dir",
+                hint="replace the link with a regular file (or remove it)",
+            ) from err
+        raise
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file the user asked a command to write (`--out`): its folder made, or a UserError
+    naming the option and why it cannot be written there."""
+    from dlx.errors import UserError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(
+            f"{option} {path} is a folder", hint=f"give a file name: {option} {path / 'out.png'}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"{option} {path}: cannot create the folder {path.parent}: {err.strerror}",
+            hint=f"choose a path in a writable folder, e.g. {option} ./{path.name}",
+        ) from err
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(
+            f"{option} {path}: {path.parent} is not writable", hint="choose another path"
+        )
+    return path
+
+
+PARENT_ENV = "DLX_PARENT_PID"  # set by a sweep worker for its trials
+
+
+def die_with_parent() -> None:
+    """In a sweep trial (a `dlx train` whose worker set DLX_PARENT_PID): ask Linux to send
+    SIGTERM when the worker dies, even by SIGKILL (PR_SET_PDEATHSIG), and exit at once if it
+    already has. SIGTERM makes the trial checkpoint and stop instead of training on as an
+    orphan while its point is run again. Set here, in the child, rather than in a
+    `preexec_fn`, which is unsafe in a threaded parent."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != parent:  # the worker died before the prctl took effect
+        os._exit(128 + int(signal.SIGTERM))

@@ -35,7 +35,7 @@ def load_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     """The run's saved config with `key=value` overrides (e.g. another data.path) applied."""
     from dlx.config.compose import validate
 
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = read_saved_config(run_dir / "config.yaml")
     OmegaConf.set_struct(cfg, True)
     for o in overrides:
         key, sep, value = o.partition("=")
@@ -50,6 +50,26 @@ def load_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
         OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value), merge=False)
     OmegaConf.set_struct(cfg, False)
     return validate(cfg)
+
+
+def read_saved_config(path: Path) -> DictConfig:
+    """A run's config.yaml, read as plain YAML data (OmegaConf's loader is a safe one: a
+    `!!python/object` tag is an error, never a call): a UserError when it is not a mapping."""
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"cannot read {path}: {first}",
+            hint="the run's config.yaml is damaged; restore it from a copy (dlx writes it "
+            "once, at the start of the run) or start a new run",
+        ) from err
+    if not isinstance(cfg, DictConfig) or "recipe" not in cfg:
+        raise UserError(
+            f"{path} is not a dlx run config (expected a mapping with recipe, model, data...)",
+            hint="restore the run's config.yaml from a copy, or start a new run",
+        )
+    return cfg
 
 
 @dataclass

@@ -48,6 +48,21 @@ def create_run_dir(root: Path, recipe: str) -> Path:
     raise RuntimeError(f"could not create a fresh run directory under {parent}")
 
 
+def check_contained(run_dir: Path) -> None:
+    """Refuse a run dir holding a symlink that leads outside it: resuming appends to its logs
+    and rewrites its plots and summaries, and must never write through a link elsewhere."""
+    from dlx.errors import UserError
+
+    root = Path(run_dir).resolve()
+    for path in sorted(Path(run_dir).rglob("*")):
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise UserError(
+                f"{path} is a symlink to {path.resolve()}, outside the run dir",
+                hint="a run dir must hold its own files: replace the link with a copy of "
+                "what it points to (or remove it), then resume",
+            )
+
+
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 from dlx.errors import UserError
@@ -107,7 +108,7 @@ def cpu_device_count(
     parallel: Any,
     batch_size: int | None = None,
     example_shape: tuple[int, ...] | None = None,
-    convolves: bool = False,
+    convolves: bool | Callable[[], bool] = False,
     processes: int = 1,
     xla_flags: str | None = None,
 ) -> int | None:
@@ -115,7 +116,8 @@ def cpu_device_count(
 
     `parallel.cpu_devices` is an integer, or `auto`: one device for `single` and for models
     that don't convolve (`convolves`), else `auto_cpu_devices` of the global batch and one
-    example's shape (one device when these are not given); never fewer than
+    example's shape (one device when these are not given; `convolves` may be a function,
+    called only then: tracing the model costs ~0.2 s of every start); never fewer than
     `parallel.devices` asks to use. `--xla_force_host_platform_device_count` in XLA_FLAGS
     (`xla_flags`, default: the environment's) wins over all of it.
     """
@@ -127,14 +129,21 @@ def cpu_device_count(
         if parallel.get("name") == "single":
             return None
         n = 1
-        if convolves and batch_size is not None and example_shape is not None:
+        if (
+            batch_size is not None
+            and example_shape is not None
+            and (convolves() if callable(convolves) else convolves)
+        ):
             n = auto_cpu_devices(batch_size, math.prod(example_shape), processes)
         asked = parallel.get("devices")
         if isinstance(asked, int) and asked > n:
             n = asked
         return n if n > 1 else None
     if isinstance(want, bool) or not isinstance(want, int) or want < 1:
-        raise UserError(f"parallel.cpu_devices must be 'auto' or a positive integer, got {want!r}")
+        raise UserError(
+            f"parallel.cpu_devices must be 'auto' or a positive integer, got {want!r}",
+            hint="e.g. parallel.cpu_devices=2 (fake CPU devices), or parallel.cpu_devices=auto",
+        )
     return want
 
 
@@ -177,7 +186,10 @@ def configure_runtime(
     if flags != os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = flags  # read by XLA when the backend starts, not at import
     shape = tuple(example.shape[1:]) if example is not None else None
-    convolves = model is not None and example is not None and model_convolves(model, example)
+
+    def convolves() -> bool:
+        return model is not None and example is not None and model_convolves(model, example)
+
     processes = int(dist.get("num_processes") or 1)
     n_cpu = cpu_device_count(parallel, batch_size, shape, convolves, processes, flags)
     if n_cpu is not None:

@@ -75,7 +75,7 @@ def sample_images(
             hint="image samples come from runs of recipe=gan (task=gan)",
         )
     if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
+        raise UserError(f"--n must be at least 1, got {n}", hint="e.g. --n 64")
     images = run.task.sample_images(run.state.params, n, seed)
     out = Path(out) if out is not None else run.run_dir / "samples.png"
     return write_grid(images, out, f"{run.run_dir.name}: step {run.step}, seed {seed}")
@@ -108,7 +108,7 @@ def sample(
             hint="dlx sample works on runs of recipe=transformer (or data=text) and recipe=gan",
         )
     if tokens < 1:
-        raise UserError(f"--tokens must be at least 1, got {tokens}")
+        raise UserError(f"--tokens must be at least 1, got {tokens}", hint="e.g. --tokens 200")
     vocab, length = run.data.vocab, int(run.cfg.data.seq_len)
     ids = list(encode(prompt, vocab)) if prompt else [int(run.data.x_test[0, 0])]
     next_logits = _next_logits_fn(run.state.apply_fn)

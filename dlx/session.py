@@ -24,12 +24,15 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from dlx.errors import UserError
 from dlx.rundir import create_run_dir, run_meta, write_json
 from dlx.training.loop import LoopIO, LoopState
 
 # Exit codes of `dlx train` besides 0 (finished) and 2 (user error).
 EXIT_DIVERGED = 3
 EXIT_SIGNAL_BASE = 128  # preempted by signal N: 128 + N, as a shell reports it
+MIN_FREE = 2**20  # bytes outputs.dir must have free to start a run
+PROGRESS_S = 10.0  # how often a training run's summary.json shows its progress
 
 
 class _NullMetrics:
@@ -65,6 +68,37 @@ def check_session(cfg: Any) -> None:
 
     check_loggers(list(cfg.logger))
     check_profile(cfg.trainer)
+    check_outputs(Path(cfg.outputs.dir))
+
+
+def check_outputs(root: Path) -> None:
+    """outputs.dir can take a run dir: its nearest existing folder is a writable folder with
+    some space left (before anything is compiled or written)."""
+    import shutil
+
+    existing = root.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    else:
+        try:  # read-only mounts: root passes os.access there, a real write does not
+            probe = existing / f".dlx-write-test-{os.getpid()}"
+            probe.mkdir()
+            probe.rmdir()
+        except OSError as err:
+            problem = f"cannot write in {existing}: {err.strerror}"
+    if problem is None and shutil.disk_usage(existing).free < MIN_FREE:
+        problem = f"the disk of {existing} is full ({shutil.disk_usage(existing).free} bytes free)"
+    if problem:
+        raise UserError(
+            f"outputs.dir={root}: {problem}",
+            hint="point outputs.dir at a writable folder with free space, e.g. "
+            "outputs.dir=/tmp/dlx-outputs",
+        )
 
 
 def read_resume(run_dir: Path, state: Any, host: dict | None = None) -> tuple[Any, LoopState, dict]:
@@ -72,17 +106,52 @@ def read_resume(run_dir: Path, state: Any, host: dict | None = None) -> tuple[An
     state, the loop's position (best params included) and the checkpoint's meta (with the
     host arrays under "host" when a `host` template is given)."""
     from dlx.checkpoint import RunCheckpoints
-    from dlx.training.parallel import to_host
 
     ckpt = RunCheckpoints(run_dir / "checkpoints", create=False)
     try:
         state, meta = ckpt.restore(state, "latest", host=host)
-        best_params = None
-        if ckpt.steps("best"):
-            best_params = to_host(ckpt.restore(state, "best")[0].params)
+        start = LoopState.from_meta(meta, None)
+        start.best, start.best_params, start.best_unsaved = _resume_best(ckpt, state, start)
     finally:
         ckpt.close()
-    return state, LoopState.from_meta(meta, best_params), meta
+    return state, start, meta
+
+
+def _resume_best(ckpt: Any, state: Any, start: LoopState) -> tuple[dict, Any, bool]:
+    """The best record and params, always from one and the same checkpoint, so that a run
+    killed between its `latest` and `best` commits (or with a corrupt `best`) resumes with a
+    best whose weights, step and value agree: (best, params, needs saving as `best`)."""
+    import logging
+
+    from dlx.errors import UserError
+    from dlx.training.parallel import to_host
+
+    log = logging.getLogger("dlx")
+    step = start.best.get("step")
+    if step is not None and step in ckpt.steps("best"):
+        try:
+            return start.best, to_host(ckpt.restore(state, "best", step)[0].params), False
+        except UserError as err:
+            log.warning("%s", err)
+    if step is not None and step == start.step:  # latest is that very step: same weights
+        return start.best, to_host(state.params), True
+    for other in sorted(ckpt.steps("best"), reverse=True):  # an older best, with its own meta
+        try:
+            best_state, meta = ckpt.restore(state, "best", other)
+        except UserError as err:
+            log.warning("%s", err)
+            continue
+        if meta.get("best"):
+            log.warning(
+                "best checkpoint of step %s is missing; using the one of step %s", step, other
+            )
+            return dict(meta["best"]), to_host(best_state.params), False
+    if step is not None:
+        log.warning(
+            "no readable best checkpoint (step %s): the best is chosen again from the next eval",
+            step,
+        )
+    return {}, None, False
 
 
 class RunSession:
@@ -94,10 +163,12 @@ class RunSession:
         resume: Path | None = None,
         start: LoopState | None = None,
         summary: dict | None = None,
+        lock: Any = None,
     ) -> None:
         """`state`: the model's first state (its parameter table is shown); `resume`: the run
         dir being continued and `start` where its checkpoint left off; `summary`: fields the
-        kind of run adds to summary.json from the start."""
+        kind of run adds to summary.json from the start; `lock`: the RunLock the caller took
+        on `resume` (a new run dir is locked here, as it is made)."""
         import jax
 
         self.setup, self.cfg = setup, setup.cfg
@@ -106,6 +177,8 @@ class RunSession:
         self.rows = param_rows(state.params)
         self.t0 = time.time()
         self.run_dir: Path | None = None
+        self.lock = lock
+        self._progress_t = 0.0
         self.metrics: Any = _NullMetrics()
         self.checkpoints: Any = None
         self.profiler: Any = None
@@ -162,6 +235,9 @@ class RunSession:
         cfg, command = self.cfg, ["dlx", "train", *self.overrides]
         if self.resume is None:
             run_dir = create_run_dir(Path(cfg.outputs.dir), cfg.recipe)
+            from dlx.runlock import RunLock
+
+            self.lock = RunLock(run_dir).acquire()
             OmegaConf.save(cfg, run_dir / "config.yaml")
             (run_dir / "overrides.yaml").write_text(
                 OmegaConf.to_yaml(OmegaConf.create(self.overrides))
@@ -188,6 +264,10 @@ class RunSession:
 
     def _header(self) -> None:
         data, n = self.setup.data, self.summary["param_count"]
+        if self.run_dir is not None:
+            from dlx.track.plots import prepare_plots
+
+            prepare_plots()  # matplotlib's import, in a helper process, while the run trains
         self.console.info(f"run dir: {self.run_dir}")
         if self.resume is not None and self.start is not None:
             self.console.info(f"resuming from step {self.start.step} (latest checkpoint)")
@@ -196,34 +276,50 @@ class RunSession:
             f"val {len(data.x_val)}, test {len(data.x_test)}"
         )
         self.console.info(f"task: {self.setup.task.name}; parallel: {self.summary['parallel']}")
+        title = f"model {model_label(self.cfg.model)}: {n:,} parameters"
         self.console.table(
-            f"model {model_label(self.cfg.model)}: {n:,} parameters",
+            title,
             [*self.rows, ("total", "", n)],
             ("parameter", "shape", "count"),
+            plain=f"{title} in {len(self.rows)} arrays (table in train.log)",
         )
 
     def _teardown(self) -> None:
         self.summary["wall_time_s"] = time.time() - self.t0
-        if self._stop is not None:
-            self._stop.__exit__(None, None, None)
         try:
             self._write_summary()
+            self._close_outputs()
         finally:
-            if self.checkpoints is not None:
-                self.checkpoints.wait()
-                self.checkpoints.close()
-            if self.profiler is not None:
-                self.profiler.close()
-            if self.run_dir is not None:
-                from dlx.track.plots import plot_run
-
-                plot_run(self.run_dir)  # plots/*.png; a warning, never an error, if it fails
+            # The handlers stay until the plots are drawn: a SIGTERM during the final test
+            # eval, a checkpoint wait or the plots preempts the run as one in the loop does.
+            if self._stop is not None:
+                self._stop.__exit__(None, None, None)
+            if self.signum is not None and self.summary["status"] in ("running", "finished"):
+                self._preempted(self.summary.get("steps", 0))
+                self._write_summary()
             self.metrics.close()
             if self._handler is not None:
                 from dlx.track.console import log
 
                 log.removeHandler(self._handler)
                 self._handler.close()
+            if self.lock is not None:
+                self.lock.release()
+
+    def _close_outputs(self) -> None:
+        """Wait for checkpoint writes, stop the profiler, draw the plots."""
+        if self.checkpoints is not None:
+            self.checkpoints.wait()
+            self.checkpoints.close()
+        if self.profiler is not None:
+            self.profiler.close()
+        if self.run_dir is not None:
+            from dlx.track.plots import draw_run
+
+            # plots/*.png, by the helper `_header` started; a failure is a warning and
+            # summary.json's `plots.error`, never a failed run.
+            self.summary["plots"] = draw_run(self.run_dir)
+            self._write_summary()
 
     # ---- during the run ------------------------------------------------------------------
 
@@ -236,7 +332,18 @@ class RunSession:
             checkpoints=self.checkpoints,
             should_stop=self._stop,
             profiler=self.profiler,
+            progress=self.progress,
         )
+
+    def progress(self, force: bool = False, **fields: Any) -> None:
+        """The loop's live position (steps, epochs, last checkpoint) in summary.json, written
+        at most every PROGRESS_S seconds unless `force`d (after each checkpoint), so that
+        `dlx runs` tells how far a run got, even one killed with -9."""
+        self.summary.update(fields)
+        now = time.time()
+        if force or now - self._progress_t >= PROGRESS_S:
+            self._progress_t = now
+            self._write_summary()
 
     @property
     def signum(self) -> int | None:
@@ -251,31 +358,46 @@ class RunSession:
         """Record how the training part ended: `stop` is the loop's reason (None: it ran
         to the end; preempted; diverged; early_stopped). Sets status and exit code."""
         self.summary.update(fields)
-        if stop == "preempted":
-            self.summary.update(
-                status="preempted",
-                signal=self.signum,
-                exit_code=EXIT_SIGNAL_BASE + (self.signum or 0),
-            )
-            self.console.info(
-                f"preempted at step {steps}: checkpoint saved. Resume with: "
-                f"dlx train resume={self.run_dir}"
-            )
+        if stop == "preempted" or (stop != "diverged" and self.signum is not None):
+            self._preempted(steps)  # a signal during the test eval stops the run too
         elif stop == "diverged":
             self.summary.update(
                 status="diverged",
                 diverged_step=fields.get("diverged_step"),
                 exit_code=EXIT_DIVERGED,
             )
-            self.console.info(
-                f"diverged: non-finite loss at step {fields.get('diverged_step')}; the last "
-                f"good checkpoint is kept in {self.run_dir}/checkpoints"
-            )
+            self.console.info(f"diverged: {self._divergence_note(fields)}")
         else:
             self.summary.update(status="finished", early_stopped=stop == "early_stopped")
         self.summary["wall_time_s"] = time.time() - self.t0
         self.console.info(
             f"{self.summary['status']} in {self.summary['wall_time_s']:.1f}s: {self.run_dir}"
+        )
+
+    def _preempted(self, steps: int) -> None:
+        self.summary.update(
+            status="preempted", signal=self.signum, exit_code=EXIT_SIGNAL_BASE + (self.signum or 0)
+        )
+        self.console.info(
+            f"preempted at step {steps}: checkpoint saved. Resume with: "
+            f"dlx train resume={self.run_dir}"
+        )
+
+    def _divergence_note(self, fields: dict) -> str:
+        """What was not finite, and which checkpoint (if any) a user can go back to."""
+        reason = (
+            fields.get("diverged_reason")
+            or f"non-finite loss at step {fields.get('diverged_step')}"
+        )
+        if self.checkpoints is None:
+            return f"{reason}; no checkpoints are kept (trainer.checkpoint=false)"
+        self.checkpoints.wait()  # an async save of the last good step may still be in flight
+        steps = self.checkpoints.steps("latest")
+        if not steps:
+            return f"{reason}; it diverged before the first checkpoint, so none was saved"
+        return (
+            f"{reason}; the last good checkpoint (step {max(steps)}) is kept in "
+            f"{self.run_dir}/checkpoints"
         )
 
     @property
@@ -284,7 +406,13 @@ class RunSession:
 
     def _write_summary(self) -> None:
         if self.run_dir is not None:
-            write_json(self.run_dir / "summary.json", self.summary)
+            self.summary["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            try:
+                write_json(self.run_dir / "summary.json", self.summary)
+            except OSError as err:  # a full disk: the run's real error is reported instead
+                from dlx.track.console import log
+
+                log.warning("could not write summary.json: %s", err)
 
 
 def _keep_metrics_up_to(path: Path, step: int) -> None:

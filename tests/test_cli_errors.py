@@ -34,7 +34,7 @@ def dlx(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         ),
         (["train", "optim.lrr=0.1"], ["unknown config key 'optim.lrr'", "optim.lr"]),
         (["train", "trainer.epochs=three"], ["wrong value for 'trainer.epochs'", "'three'"]),
-        (["show", "data.batch_size=-4"], ["'data.batch_size' must be positive"]),
+        (["show", "data.batch_size=-4"], ["'data.batch_size' must be a finite number > 0"]),
         (["train", "recipe=digits", "model.widht=3"], ["unknown config key 'model.widht'"]),
         (["train", "recipe=digits", "+model.widht=3"], ["no setting 'model.widht'", "dense"]),
     ],

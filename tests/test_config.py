@@ -74,7 +74,7 @@ def test_user_recipe_in_cwd_and_config_dir(tmp_path: Path, monkeypatch) -> None:
         (["trainer.epoch=2"], ["unknown config key 'trainer.epoch'", "trainer.epochs"]),
         (["optim.lr=fast"], ["wrong value for 'optim.lr'", "'fast'"]),
         (["data.batch_size=1.5"], ["wrong value for 'data.batch_size'"]),
-        (["data.batch_size=0"], ["'data.batch_size' must be positive"]),
+        (["data.batch_size=0"], ["'data.batch_size' must be a finite number > 0"]),
         (["trainer.progress=loud"], ["'trainer.progress' must be one of"]),
         (["optim.lr=(("], ["cannot parse override"]),
     ],

@@ -406,6 +406,34 @@ def test_digits_shapes_and_complete_disjoint_splits() -> None:
     assert rows(ds) == original  # each example in exactly one split, none lost or duplicated
 
 
+def test_digits_read_from_the_csv_equal_sklearns_loader(monkeypatch) -> None:
+    from sklearn.datasets import load_digits
+
+    from dlx.data import digits
+
+    assert digits.bundled_csv() is not None  # the fast path is the one taken here
+    data, target = digits.digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(data, bunch.data)
+    np.testing.assert_array_equal(target, bunch.target)
+    assert (data.dtype, target.dtype) == (bunch.data.dtype, bunch.target.dtype)
+    fast = load_dataset({"name": "digits"}, 5)
+    monkeypatch.setattr(digits, "bundled_csv", lambda: None)  # a scikit-learn that moved it
+    slow = load_dataset({"name": "digits"}, 5)
+    for split in ("train", "val", "test"):
+        for a, b in zip(fast.arrays(split).values(), slow.arrays(split).values(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_loading_digits_does_not_import_sklearn() -> None:
+    # Importing scikit-learn (scipy, pandas) took ~2 s of every digits run and sweep trial.
+    code = (
+        "import sys; from dlx.data import load_dataset; load_dataset({'name': 'digits'}, 0); "
+        "assert 'sklearn' not in sys.modules, 'sklearn imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_digits_split_depends_on_seed_but_test_is_fixed() -> None:
     a, b = load_dataset({"name": "digits"}, 0), load_dataset({"name": "digits"}, 0)
     c = load_dataset({"name": "digits"}, 1)

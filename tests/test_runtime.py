@@ -52,6 +52,20 @@ def test_cpu_device_count_auto_splits_convolutions() -> None:
     assert cpu_device_count(parallel("pmap"), 128, MNIST, processes=2, **conv) == 2
 
 
+def test_cpu_device_count_traces_the_model_only_when_it_decides() -> None:
+    traced: list[int] = []
+
+    def convolves() -> bool:
+        traced.append(1)
+        return True
+
+    assert cpu_device_count(parallel("single"), 128, MNIST, convolves, xla_flags="") is None
+    assert cpu_device_count(parallel(cpu_devices=2), 128, MNIST, convolves, xla_flags="") == 2
+    assert not traced  # `single` and an explicit count never need the model's trace
+    assert cpu_device_count(parallel(), 128, MNIST, convolves, xla_flags="") == 4
+    assert traced == [1]
+
+
 def test_cpu_device_count_one_device_is_jax_default() -> None:
     conv = {"convolves": True, "xla_flags": ""}
     assert cpu_device_count(parallel(), 128, MNIST, convolves=False, xla_flags="") is None

@@ -195,6 +195,73 @@ def test_plot_run_writes_curves_and_lr(tmp_path: Path) -> None:
     assert plot_run(tmp_path / "missing") == []
 
 
+@pytest.fixture()
+def helper(monkeypatch: pytest.MonkeyPatch):
+    """plots' helper process, started as `prepare_plots` starts it (whatever this test
+    process has imported), and stopped after the test."""
+    import subprocess
+    import sys
+
+    from dlx.track import plots
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", plots._SERVE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    monkeypatch.setattr(plots, "_helper", proc)
+    yield proc
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
+def test_draw_run_in_the_helper_writes_the_plots(helper, tmp_path: Path) -> None:
+    from dlx.track.plots import draw_run
+
+    run = _write_run(tmp_path, "2026-01-01_00-00-00_aaaa", 1.0, [])
+    assert draw_run(run) == {"files": ["plots/learning_curves.png", "plots/lr_schedule.png"]}
+    assert helper.poll() is None  # still serving: the next run is drawn by the same helper
+    _png_size(run / "plots" / "learning_curves.png")
+    broken = _write_run(tmp_path, "2026-01-01_00-00-01_bbbb", 1.0, [])
+    (broken / "plots").write_text("a file where the folder goes")
+    result = draw_run(broken)
+    assert set(result) == {"error"} and "FileExistsError" in result["error"]
+
+
+def test_draw_run_without_a_live_helper_draws_here(monkeypatch, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dlx.track import plots
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, text=True)
+    dead.wait(timeout=30)
+    monkeypatch.setattr(plots, "_helper", dead)
+    run = _write_run(tmp_path, "2026-01-01_00-00-00_aaaa", 1.0, [])
+    assert plots.draw_run(run)["files"] == ["plots/learning_curves.png", "plots/lr_schedule.png"]
+    assert (run / "plots" / "lr_schedule.png").is_file()
+
+
+def test_a_failed_plot_shows_in_the_summary(cli, monkeypatch, tmp_path: Path) -> None:
+    from dlx.track import plots
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("no ink")
+
+    # Drawn here, where it breaks: no helper (not even one an earlier run left serving).
+    monkeypatch.setattr(plots, "prepare_plots", lambda: None)
+    monkeypatch.setattr(plots, "_helper", None)
+    monkeypatch.setattr(plots, "learning_curves", broken)
+    args = ("recipe=digits", "trainer.max_steps=2", "trainer.progress=none")
+    result = cli("train", *args, f"outputs.dir={tmp_path}")
+    assert result.exit_code == 0, result.output  # a plot never fails the run
+    (run,) = (tmp_path / "digits").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert summary["plots"] == {"error": "RuntimeError: no ink"}
+
+
 def test_dlx_plot_overlays_runs(cli, tmp_path: Path) -> None:
     a = _write_run(tmp_path, "2026-01-01_00-00-00_aaaa", 1.0, ["optim.lr=0.001"])
     b = _write_run(tmp_path, "2026-01-01_00-00-01_bbbb", 0.5, ["optim.lr=0.003"])
@@ -280,4 +347,6 @@ def test_train_writes_events_plots_and_profile(cli, tmp_path: Path) -> None:
     assert {"val/accuracy", "test/accuracy", "train/lr", "train/grad_norm"} <= set(scalars_read)
     for png in ("learning_curves.png", "lr_schedule.png"):
         _png_size(run / "plots" / png)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["plots"] == {"files": ["plots/learning_curves.png", "plots/lr_schedule.png"]}
     assert list((run / "profile").glob("plugins/profile/*/*.xplane.pb"))

@@ -117,3 +117,47 @@ def test_compiled_steps_land_in_the_persistent_cache(run: Path, cache_dir: Path)
     before = set(cache.glob("jit_tiny_program_for_cache_test-*"))
     jax.jit(tiny_program_for_cache_test)(jnp.arange(7.0)).block_until_ready()
     assert set(cache.glob("jit_tiny_program_for_cache_test-*-cache")) - before
+
+
+def _epoch_run(cli, root: Path, monkeypatch, heartbeat_s: float) -> tuple[list[str], Path]:
+    """A 3-epoch plain run (8 steps an epoch, a train line every 4): its console lines."""
+    from dlx.track import console
+
+    monkeypatch.setattr(console, "HEARTBEAT_S", heartbeat_s)
+    extra = ("trainer.max_steps=null", "trainer.epochs=3", "trainer.log_every=4")
+    result = cli("train", *ARGS, "data.limit_train=256", *extra, f"outputs.dir={root}")
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines(), _only_run(root)
+
+
+def test_plain_console_prints_one_line_per_epoch(cli, tmp_path: Path, monkeypatch) -> None:
+    lines, run = _epoch_run(cli, tmp_path, monkeypatch, heartbeat_s=float("inf"))
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    assert [lines[i].split()[1] for i in epochs] == ["1/3", "2/3", "3/3"]
+    assert epochs == list(range(epochs[0], epochs[0] + 3))  # nothing printed in between
+    assert epochs[0] <= 5  # run dir, data, task, and the parameters on one line
+    assert any(line.startswith("model cnn: 13,706 parameters in 8 arrays") for line in lines)
+    assert len(lines) - epochs[-1] <= 10  # then only the final test table and "finished"
+    assert not any("val after" in line or " step 4/8 " in line for line in lines)
+    # Each line: train means, val metrics, `*` exactly where val/accuracy improved, time.
+    vals = [r["val/accuracy"] for r in read_metrics(run / "metrics.jsonl") if "val/loss" in r]
+    improved = [v > max(vals[:i], default=-1.0) for i, v in enumerate(vals)]
+    for i, better in zip(epochs, improved, strict=True):
+        train, val, rest = lines[i].split(" | ")
+        assert train.split()[2::2] == ["loss", "acc"], lines[i]
+        assert val.startswith("val loss ") and " acc " in val, lines[i]
+        assert val.endswith(" *") == better, (lines[i], vals)
+        assert rest.endswith(" samples/s") and rest.split()[0].endswith("s"), lines[i]
+    # train.log: the same epoch lines, plus the periodic train lines (8 steps / 4 = 2 each).
+    log = (run / "train.log").read_text().splitlines()
+    assert sum(" epoch " in line and " | val " in line for line in log) == 3
+    assert sum(" step 4/8 " in line or " step 8/8 " in line for line in log) == 6
+    assert any("Conv_0/kernel 3x3x1x16 144" in line for line in log)  # the parameter table
+
+
+def test_plain_console_heartbeat_shows_train_lines(cli, tmp_path: Path, monkeypatch) -> None:
+    # Past HEARTBEAT_S since the last line, a periodic train line reaches the console too
+    # (a long epoch shows it is alive); 0 s: every one of them.
+    lines, _ = _epoch_run(cli, tmp_path, monkeypatch, heartbeat_s=0.0)
+    assert sum(" step 4/8 " in line or " step 8/8 " in line for line in lines) == 6
+    assert sum(line.startswith("epoch ") and " | val " in line for line in lines) == 3

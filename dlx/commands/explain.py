@@ -19,9 +19,9 @@ def explain_run(
 ) -> Explained:
     """Load the run's `kind` checkpoint and write the figures that fit its model and data."""
     if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
+        raise UserError(f"--n must be at least 1, got {n}", hint="e.g. --n 16")
     if steps < 1:
-        raise UserError(f"--steps must be at least 1, got {steps}")
+        raise UserError(f"--steps must be at least 1, got {steps}", hint="e.g. --steps 64")
     from dlx.restore import load_run
 
     run = load_run(path, overrides, kind)

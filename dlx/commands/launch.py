@@ -25,7 +25,7 @@ def launch(nproc: int, args: Sequence[str], port: int | None = None) -> int:
     If one process fails the others are stopped: a collective would wait for it forever.
     """
     if nproc < 1:
-        raise UserError(f"--nproc must be at least 1, got {nproc}")
+        raise UserError(f"--nproc must be at least 1, got {nproc}", hint="e.g. --nproc 2")
     if not args or args[0] != "train":
         raise UserError(
             "dlx launch runs a training command", hint="dlx launch --nproc 2 -- train recipe=digits"

@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dlx.errors import UserError
+
 
 def make_fit(cfg: DictConfig) -> Any:
     """The kind of run the config asks for: a continual stream when `continual` is set."""
@@ -35,11 +37,62 @@ def train(
     fit = make_fit(cfg)
     setup = build(cfg, schedule_steps=fit.schedule_steps)
     check_session(setup.cfg)
-    state, start, host = fit.initial(setup, resume_dir)
+    lock = None
+    if resume_dir is not None:
+        lock = _lock_for_resume(resume_dir)
+        done = _already_finished(resume_dir, setup.total_steps)
+        if done is not None:
+            if lock is not None:
+                lock.release()
+            return resume_dir, done
+    try:
+        state, start, host = fit.initial(setup, resume_dir)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     fields = fit.summary_fields()
-    with RunSession(setup, state, overrides, resume_dir, start, fields) as session:
+    with RunSession(setup, state, overrides, resume_dir, start, fields, lock) as session:
         fit.run(setup, session, state, start, host)
     return session.run_dir, session.summary
+
+
+def _lock_for_resume(run_dir: Path) -> Any:
+    """The run dir's lock (process 0 only: the others write nothing), after checking that
+    nothing in it leads outside it."""
+    import jax
+
+    if jax.process_index() != 0:
+        return None
+    from dlx.rundir import check_contained
+    from dlx.runlock import RunLock
+
+    check_contained(run_dir)
+    return RunLock(run_dir).acquire()
+
+
+def _already_finished(run_dir: Path, total_steps: int) -> dict | None:
+    """The saved summary of a run that has nothing left to do (it finished and has trained
+    every step the config asks for, or stopped early), said on the console; else None."""
+    import json
+
+    from dlx.track.console import RunConsole
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "finished":
+        return None
+    steps = int(summary.get("steps") or 0)
+    if steps < total_steps and not summary.get("early_stopped"):
+        return None  # e.g. resumed with more trainer.epochs: there is more to train
+    why = "it stopped early" if summary.get("early_stopped") else f"all {steps} steps are done"
+    RunConsole("plain").info(
+        f"{run_dir} already finished ({why}); nothing to do. To train on, resume with more "
+        f"steps (trainer.epochs=N or trainer.max_steps=N), or evaluate it: dlx eval {run_dir}"
+    )
+    return {**summary, "exit_code": 0}
 
 
 def resume_config(run_dir: str | Path, overrides: Sequence[str]) -> tuple[DictConfig, Path]:
@@ -58,7 +111,13 @@ def train_overrides(
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     rest = [o for o in overrides if not o.startswith("resume=")]
     if resume:
-        cfg, run_dir = resume_config(resume[-1], rest)
+        cfg, run_dir = resume_config(resume[-1], [o for o in rest if not o.startswith("recipe=")])
+        asked = [o.split("=", 1)[1] for o in rest if o.startswith("recipe=")]
+        if asked and asked[-1] != cfg.recipe:
+            raise UserError(
+                f"resume={run_dir} is a run of recipe '{cfg.recipe}', not '{asked[-1]}'",
+                hint=f"drop recipe= to resume it, or start a new run: dlx train recipe={asked[-1]}",
+            )
         return train(cfg, rest, resume_dir=run_dir)
     from dlx.config import compose
 

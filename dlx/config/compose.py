@@ -7,6 +7,7 @@ search path so its defaults list can pick group options (data, model, optim, ...
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def split_recipe(overrides: Sequence[str]) -> tuple[str, list[str]]:
 def compose(overrides: Sequence[str] = (), config_dir: Path | None = None) -> DictConfig:
     """The validated config for `recipe=... key=value ...` (Hydra override grammar)."""
     recipe, rest = split_recipe(overrides)
+    for o in rest:
+        if o.lstrip("+~").startswith("=") or (o and "=" not in o and not o.startswith("~")):
+            raise UserError(
+                f"override '{o}' is not key=value (it has no key or no value)",
+                hint="e.g. trainer.epochs=3, optim=sgd, +model.widths=[8,16], ~logger.tensorboard",
+            )
     recipes = paths.find_recipes(config_dir)
     if recipe not in recipes:
         raise UserError(
@@ -104,22 +111,57 @@ def validate(cfg: DictConfig) -> DictConfig:
             f"wrong value for '{key}': {str(err).splitlines()[0]}",
             hint=f"check the type of '{key}' with `dlx show`",
         ) from err
-    for key, allowed in schema.CHOICES.items():
-        value = OmegaConf.select(typed, key)
-        if value not in allowed:
-            raise UserError(f"'{key}' must be one of {', '.join(allowed)}, got '{value}'")
-    for key in schema.POSITIVE:
-        value = OmegaConf.select(typed, key)
-        if value is None or value <= 0:
-            raise UserError(f"'{key}' must be positive, got {value}")
-    max_steps = typed.trainer.max_steps
-    if max_steps is not None and max_steps <= 0:
-        raise UserError(f"'trainer.max_steps' must be positive or null, got {max_steps}")
+    check_ranges(typed)
     OmegaConf.set_struct(typed, False)  # model sections differ per architecture
     OmegaConf.set_struct(typed.data, False)  # typed nodes keep their own flag: open it too
     for k, v in data_extra.items():
         typed.data[k] = v
     return typed
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Choices, positive counts and bounded numbers (schema.CHOICES, POSITIVE, RANGES): a
+    UserError naming the key, the value and what it may be."""
+    for key, allowed in schema.CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            names = ", ".join("null" if a is None else a for a in allowed)
+            good = next(a for a in allowed if a is not None)
+            raise UserError(
+                f"'{key}' must be one of {names}, got '{value}'", hint=f"e.g. {key}={good}"
+            )
+    for key in schema.POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if not schema.Range(0, None, low_open=True).holds(value):
+            raise UserError(
+                f"'{key}' must be a finite number > 0, got {value}",
+                hint=f"e.g. {key}={_example(key)}",
+            )
+    max_steps = cfg.trainer.max_steps
+    if max_steps is not None and max_steps <= 0:
+        raise UserError(
+            f"'trainer.max_steps' must be positive or null, got {max_steps}",
+            hint="e.g. trainer.max_steps=100, or trainer.max_steps=null for whole epochs",
+        )
+    for key, allowed_range in schema.RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if not allowed_range.holds(value):
+            raise UserError(
+                f"'{key}' must be {allowed_range.describe()}, got {value}",
+                hint=f"e.g. {allowed_range.example}",
+            )
+    first_last = list(cfg.trainer.profile_steps)
+    if len(first_last) != 2 or not 1 <= first_last[0] <= first_last[1]:
+        raise UserError(
+            f"'trainer.profile_steps' must be [first, last] with 1 <= first <= last, got "
+            f"{first_last}",
+            hint="e.g. trainer.profile_steps=[10,15]",
+        )
+
+
+def _example(key: str) -> object:
+    """A valid value for a POSITIVE key: its schema default."""
+    return OmegaConf.select(OmegaConf.structured(schema.DlxConfig), key)
 
 
 def _friendly(
@@ -133,6 +175,14 @@ def _friendly(
         return UserError(
             f"cannot parse override: {msg}",
             hint="overrides use Hydra's grammar: key=value, +new_key=value, ~key",
+        )
+    loaded = re.search(r"Could not (?:load|find) '([\w.-]+)/([^']+)'", msg)
+    if loaded:  # a list option of a group: logger=[jsonl,foo]
+        group, option = loaded.groups()
+        options = group_options(group, config_dir)
+        return UserError(
+            f"unknown option '{option}' for config group '{group}'.{suggest(option, options)}",
+            hint=f"available for {group}: {', '.join(options) or '(none)'}",
         )
     if isinstance(err, MissingConfigException) or "Could not find '" in msg:
         group, option = _missing_option(msg, overrides)

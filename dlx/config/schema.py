@@ -6,6 +6,7 @@ fields when it is built (dlx.models), not here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,3 +128,64 @@ POSITIVE = (
     "trainer.eval_every",
     "optim.lr",
 )
+
+
+@dataclass(frozen=True)
+class Range:
+    """Values a numeric setting may take: finite, within [low, high] (open where marked)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    nullable: bool = False
+    example: str = ""
+
+    def holds(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (
+            self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        )
+
+    def describe(self) -> str:
+        lo = "(" if self.low_open else "["
+        hi = ")" if self.high_open or self.high is None else "]"
+        low = "-inf" if self.low is None else _number(self.low)
+        high = "inf" if self.high is None else _number(self.high)
+        return f"a finite number in {lo}{low}, {high}{hi}" + (" or null" if self.nullable else "")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# Settings with bounds beyond their type (POSITIVE covers the plain > 0 ones).
+RANGES = {
+    "optim.lr": Range(0, None, low_open=True, example="optim.lr=1e-3"),
+    "optim.b1": Range(0, 1, high_open=True, example="optim.b1=0.9"),
+    "optim.b2": Range(0, 1, high_open=True, example="optim.b2=0.999"),
+    "optim.eps": Range(0, None, low_open=True, example="optim.eps=1e-8"),
+    "optim.momentum": Range(0, 1, example="optim.momentum=0.9"),
+    "optim.weight_decay": Range(0, None, example="optim.weight_decay=1e-4"),
+    "optim.clip_norm": Range(0, None, low_open=True, nullable=True, example="optim.clip_norm=1.0"),
+    "schedule.warmup_fraction": Range(0, 1, example="schedule.warmup_fraction=0.05"),
+    "schedule.final_fraction": Range(0, 1, example="schedule.final_fraction=0.0"),
+    "trainer.early_stopping.patience": Range(
+        1, None, nullable=True, example="trainer.early_stopping.patience=3"
+    ),
+    "seed": Range(0, 2**32 - 1, example="seed=0"),
+    "parallel.devices": Range(1, None, nullable=True, example="parallel.devices=2"),
+    "dist.num_processes": Range(1, None, nullable=True, example="dist.num_processes=2"),
+    "dist.process_id": Range(0, None, nullable=True, example="dist.process_id=0"),
+    "dist.timeout": Range(0, None, low_open=True, example="dist.timeout=300"),
+    "data.timeout": Range(0, None, low_open=True, example="data.timeout=10"),
+}

@@ -68,5 +68,8 @@ def parse_config(section: Any) -> ContinualConfig:
             f"continual.max_steps_per_task must be positive or null, got {out.max_steps_per_task}"
         )
     if out.ewc_lambda < 0:
-        raise UserError(f"continual.ewc_lambda must be >= 0, got {out.ewc_lambda}")
+        raise UserError(
+            f"continual.ewc_lambda must be >= 0, got {out.ewc_lambda}",
+            hint="e.g. continual.ewc_lambda=100 (0 turns EWC off)",
+        )
     return out

@@ -140,7 +140,9 @@ class StreamFit:
         for t in range(first, len(tasks)):
             offset = sum(self.steps[:t])
             mid_task = start is not None and start.step > offset
-            session.console.info(
+            # To train.log only: the console shows one line per task (per epoch of it), the
+            # loop's, labelled with the task (see `phase`).
+            session.console.note(
                 f"task {t + 1}/{len(tasks)} ({tasks[t].name}): {len(tasks[t].train_idx)} "
                 f"examples, {self.steps[t]} steps" + (" (resumed)" if mid_task else "")
             )
@@ -179,7 +181,12 @@ class StreamFit:
         stop = result.stop if result is not None else None
         if len(self.R) == len(tasks):
             self.report(setup, session, state)
-        session.end(stop, step, diverged_step=getattr(result, "diverged_step", None))
+        session.end(
+            stop,
+            step,
+            diverged_step=getattr(result, "diverged_step", None),
+            diverged_reason=getattr(result, "diverged_reason", ""),
+        )
 
     def phase(self, setup: Setup, session: Any, t: int, offset: int) -> Phase:
         """Task t as one phase of the loop: its batches (with replay), the R row after its
@@ -191,6 +198,7 @@ class StreamFit:
             total=self.steps[t],
             make_batch=lambda rows, epoch: self.batch(setup, t, rows, epoch),
             evaluate=lambda state, epoch: self.evaluate_after(setup, session, state, t, offset),
+            keeps_best=False,  # a stream is judged by its R matrix, not one best checkpoint
             lr_at=lambda step: setup.schedule(step),
             first_step=offset,
             seed=int(cfg.seed),
@@ -205,7 +213,7 @@ class StreamFit:
                 **({"replay_rng": self.buffer.rng_state()} if self.buffer is not None else {}),
             },
             host_state=self._host_template,
-            label=f"task {t} ",
+            label=f"task {t + 1}/{len(self.stream.tasks)} ({self.stream.tasks[t].name}) ",
         )
 
     def batch(self, setup: Setup, t: int, rows: np.ndarray, epoch: int) -> dict:

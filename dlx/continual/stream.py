@@ -113,7 +113,10 @@ def build_stream(ccfg: ContinualConfig, data: Any, seed: int, batch_size: int) -
     else:
         n = ccfg.tasks
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise UserError(f"continual.tasks must be a positive count for stream=permuted: {n!r}")
+            raise UserError(
+                f"continual.tasks must be a positive count for stream=permuted: {n!r}",
+                hint="e.g. continual.tasks=5",
+            )
         size = int(np.prod(data.input_shape))
         rng = np.random.default_rng([seed, 1234])  # the permutations depend on the seed only
         for t in range(n):

@@ -34,7 +34,10 @@ def get_limit(cfg: Mapping[str, Any], key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DataError(f"data.{key} must be a positive integer or null, got {value!r}")
+        raise DataError(
+            f"data.{key} must be a positive integer or null, got {value!r}",
+            hint=f"e.g. data.{key}=1000, or data.{key}=null for all of it",
+        )
     return value
 
 
@@ -44,10 +47,16 @@ def resolve_val_size(cfg: Mapping[str, Any], n_train: int, default: int | float)
     if value is None:
         value = default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"data.val_size must be an integer or a fraction, got {value!r}")
+        raise DataError(
+            f"data.val_size must be an integer or a fraction, got {value!r}",
+            hint="e.g. data.val_size=0.1 (a fraction of train) or data.val_size=500",
+        )
     if isinstance(value, float):
         if not 0.0 <= value < 1.0:
-            raise DataError(f"data.val_size as a fraction must be in [0, 1), got {value!r}")
+            raise DataError(
+                f"data.val_size as a fraction must be in [0, 1), got {value!r}",
+                hint="e.g. data.val_size=0.1 (a fraction of train) or data.val_size=500",
+            )
         count = round(value * n_train)
     else:
         count = value
@@ -65,7 +74,10 @@ def cache_dir(cfg: Mapping[str, Any]) -> Path:
     """``data.cache_dir``, else ``$DLX_CACHE``, else ``~/.cache/dlx``."""
     value = cfg.get("cache_dir") or os.environ.get("DLX_CACHE") or "~/.cache/dlx"
     if not isinstance(value, (str, os.PathLike)):
-        raise DataError(f"data.cache_dir must be a folder path, got {value!r}")
+        raise DataError(
+            f"data.cache_dir must be a folder path, got {value!r}",
+            hint="e.g. data.cache_dir=~/.cache/dlx",
+        )
     return Path(value).expanduser()
 
 

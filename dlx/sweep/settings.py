@@ -76,16 +76,24 @@ def _check(s: SweepSettings) -> None:
     if s.type not in TYPES:
         raise UserError(f"'sweep.type' must be one of {', '.join(TYPES)}, got '{s.type}'")
     if s.direction not in (None, "max", "min"):
-        raise UserError(f"'sweep.direction' must be max or min, got '{s.direction}'")
+        raise UserError(
+            f"'sweep.direction' must be max or min, got '{s.direction}'",
+            hint="e.g. sweep.direction=max",
+        )
     if s.trials is not None and s.trials <= 0:
-        raise UserError(f"'sweep.trials' must be positive, got {s.trials}")
+        raise UserError(
+            f"'sweep.trials' must be positive, got {s.trials}", hint="e.g. sweep.trials=20"
+        )
     if s.type != "grid" and s.trials is None:
         raise UserError(f"sweep={s.type} needs sweep.trials=N")
     for key in ("prune_startup", "prune_warmup", "startup"):
         if getattr(s, key) < 0:
             raise UserError(f"'sweep.{key}' must be >= 0, got {getattr(s, key)}")
     if s.stale_after <= 0:
-        raise UserError(f"'sweep.stale_after' must be positive, got {s.stale_after}")
+        raise UserError(
+            f"'sweep.stale_after' must be positive, got {s.stale_after}",
+            hint="e.g. sweep.stale_after=600 (seconds)",
+        )
     if "/" not in s.metric:
         raise UserError(
             f"'sweep.metric' names a logged metric like val/accuracy, got '{s.metric}'",

@@ -49,7 +49,7 @@ class Param:
                 if choice == value and type(choice) is type(value):
                     return text
             for choice, text in pairs:
-                if choice == value:
+                if choice == value or (_is_nan(choice) and _is_nan(value)):  # nan != nan
                     return text
             raise ValueError(f"{value!r} is not a value of {self.key}")
         return str(int(value)) if self.integer else repr(float(value))
@@ -212,3 +212,7 @@ def random_points(params: Sequence[Param], n: int, seed: int) -> list[dict[str, 
 
 def point_overrides(params: Sequence[Param], point: dict[str, Any]) -> list[str]:
     return [p.override(point[p.key]) for p in params]
+
+
+def _is_nan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)

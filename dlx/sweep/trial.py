@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from dlx.io import PARENT_ENV
 from dlx.sweep.resources import Slot
 
 GRACE_S = 15.0  # after SIGINT, before SIGKILL
@@ -79,7 +80,12 @@ class SubprocessRunner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=slot.env(_child_env()),
+                # DLX_PARENT_PID: the trial asks for SIGTERM if this worker dies, even by
+                # SIGKILL (dlx.io.die_with_parent); an orphaned trial would train to the end
+                # while its point is run again. Its own process group: a Ctrl-C reaches the
+                # sweep, which stops each trial with one SIGINT.
+                env={**slot.env(_child_env()), PARENT_ENV: str(os.getpid())},
+                start_new_session=True,
             )
             try:
                 while proc.poll() is None and stopped is None:
@@ -98,9 +104,7 @@ class SubprocessRunner:
                         report(step, value)
             finally:
                 if proc.poll() is None:
-                    # A Ctrl-C on the terminal reached the trial too: give it a moment to exit
-                    # on that one, as a second SIGINT would cut its clean-up short.
-                    _terminate(proc, self.grace_s, 3.0 if stopped == "interrupted" else 0.0)
+                    _terminate(proc, self.grace_s)
         dt = time.monotonic() - t0
         run_dir = tail.run_dir()
         if stopped == "pruned":

@@ -43,7 +43,7 @@ def run_sweep(
     """Run (or resume, or join) the sweep the overrides describe; returns the sweep dir.
     Raises KeyboardInterrupt after a Ctrl-C, once the sweep is left resumable."""
     if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
+        raise UserError(f"--jobs must be at least 1, got {jobs}", hint="e.g. --jobs 2")
     plan = make_plan(overrides, config_dir, name)
     console = console or Console(highlight=False)
     if dry_run:

@@ -26,6 +26,9 @@ class Task:
     # Defaults for trainer.best_metric / best_mode when the recipe leaves them unset.
     best_metric: ClassVar[str] = "val/accuracy"
     best_mode: ClassVar[str] = "max"
+    # The names `summarize` returns (val/<name> in a run), when fixed: trainer.best_metric is
+    # checked against them before training. None: known only after the first eval.
+    metrics: ClassVar[tuple[str, ...] | None] = None
     # Train metrics shown on the console line (all of them go to metrics.jsonl).
     shown: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
 

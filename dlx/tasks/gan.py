@@ -337,9 +337,15 @@ def build_gan(settings: Mapping[str, Any], cfg: Any, data: Any) -> Gan:
         raise UserError(f"the training images of {data.name} are constant ({lo}): nothing to learn")
     for key in ("latent_dim", "samples"):
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 1:
-            raise UserError(f"task.{key} must be a positive integer, got {s[key]!r}")
+            raise UserError(
+                f"task.{key} must be a positive integer, got {s[key]!r}",
+                hint=f"e.g. task.{key}={ {'latent_dim': 64, 'samples': 1000}[key] }",
+            )
     if not float(s["d_lr_scale"]) > 0:
-        raise UserError(f"task.d_lr_scale must be positive, got {s['d_lr_scale']!r}")
+        raise UserError(
+            f"task.d_lr_scale must be positive, got {s['d_lr_scale']!r}",
+            hint="e.g. task.d_lr_scale=1.0",
+        )
     quality = None
     if s["classifier"] not in (None, "null", "none", False):
         classifier = s["classifier"]

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dlx.config.targets import parameters
@@ -66,7 +67,15 @@ def init_params(model: Any, rng: Any, example: dict) -> Any:
                 f"module's __call__ a `{key}: jax.Array | None = None` argument",
             )
     init = jax.jit(lambda r, x, kw: model.init(r, x, **kw))
-    return init(rng, example["x"], extra)["params"]
+    try:
+        return init(rng, example["x"], extra)["params"]
+    except (ValueError, TypeError) as err:  # settings that do not fit together or the data
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"cannot build model {type(model).__name__} on this data: {first}",
+            hint="check the model.* settings (`dlx show`) against the data's shape; "
+            "--debug shows where it failed",
+        ) from err
 
 
 def device_mean(x: Any, axis: str | None) -> Any:
@@ -77,6 +86,7 @@ def device_mean(x: Any, axis: str | None) -> Any:
 class Classify(Task):
     model: Any
     ewc_lambda: float = 0.0  # > 0: state.extra holds {"fisher", "anchor"} (continual, EWC)
+    metrics: ClassVar[tuple[str, ...] | None] = ("loss", "accuracy", "count")
     name: ClassVar[str] = "classify"
 
     def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
@@ -149,8 +159,20 @@ class LanguageModel(Classify):
     """Next-token prediction: y (B, T) are the next tokens; loss is nats per token."""
 
     name: ClassVar[str] = "lm"
+    metrics: ClassVar[tuple[str, ...] | None] = (
+        "loss", "accuracy", "count", "bits_per_char", "perplexity",
+    )  # fmt: skip
     best_metric: ClassVar[str] = "val/loss"
     best_mode: ClassVar[str] = "min"
+
+    def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
+        if np.ndim(example["y"]) < 2:  # one label per example: that is classification
+            raise UserError(
+                f"task=lm needs next-token targets y of shape (batch, time); this data's y "
+                f"has shape {tuple(np.shape(example['y']))} (one label per example)",
+                hint="use task=classify for labelled examples, or text data (data=text)",
+            )
+        return super().init(rng, example, tx)
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         out = super().summarize(sums)
@@ -163,6 +185,7 @@ class Regress(Task):
 
     model: Any
     name: ClassVar[str] = "regress"
+    metrics: ClassVar[tuple[str, ...] | None] = ("loss", "mae", "rmse", "r2", "count")
     best_metric: ClassVar[str] = "val/loss"
     best_mode: ClassVar[str] = "min"
     shown: ClassVar[tuple[str, ...]] = ("loss", "mae")

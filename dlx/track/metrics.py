@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dlx.io import json_clean
+from dlx.io import json_clean, open_append
 
 
 class MetricsWriter:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._f = self.path.open("a")
+        self._f = open_append(self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         # JSON has no NaN/inf: json_clean writes them as strings so the file stays valid JSON.

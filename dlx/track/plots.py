@@ -2,12 +2,25 @@
 curves overlaid (`dlx plot`).
 
 Uses matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
+
+A run's plots are drawn at its end, but importing matplotlib (~0.6 s) would add to every
+run and sweep trial: `prepare_plots()`, called as a run starts, launches a helper process
+that imports it meanwhile (on another core, while the run trains) and then draws each run
+it is sent; `draw_run` sends it the run and waits for the files, so they exist when the
+command returns. Where matplotlib is already imported, or the helper cannot be used, the
+plots are drawn in-process as before.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import math
+import os
+import select
+import subprocess
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,10 +120,20 @@ def plot_run(run_dir: Path) -> list[Path]:
     Returns the files written (none when there is nothing to plot); a plot that fails is a
     warning on stderr, never a failed run."""
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
+    result = _draw(run_dir)
+    if "error" in result:
+        print(f"warning: plots not written: {result['error']}", file=sys.stderr)
         return []
+    return [run_dir / f for f in result["files"]]
+
+
+def _draw(run_dir: Path) -> dict[str, Any]:
+    """plot_run as a result for summary.json: {"files": [...]} (relative to the run dir),
+    or {"error": "..."} when a plot failed."""
     try:
+        metrics = run_dir / "metrics.jsonl"
+        if not metrics.is_file():
+            return {"files": []}
         series = read_series(metrics)
         out = run_dir / "plots"
         out.mkdir(exist_ok=True)
@@ -119,10 +142,96 @@ def plot_run(run_dir: Path) -> list[Path]:
             learning_curves(series, out / "learning_curves.png", title),
             lr_schedule(series, out / "lr_schedule.png", title),
         ]
-        return [p for p in written if p is not None]
+        return {"files": [str(p.relative_to(run_dir)) for p in written if p is not None]}
     except Exception as err:
-        print(f"warning: plots not written: {type(err).__name__}: {err}", file=sys.stderr)
-        return []
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+# The helper: `python -c ...` serving one run dir per stdin line, one JSON reply per line.
+_SERVE = "from dlx.track.plots import serve; serve()"
+WAIT_S = 300.0  # at most this long for the helper's plots; then drawn in-process
+_helper: subprocess.Popen | None = None
+_lock = threading.Lock()  # one request at a time on the helper's pipes
+
+
+def serve() -> None:
+    """The helper's loop: import matplotlib now, then draw each run dir read from stdin."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+    for line in sys.stdin:
+        reply = _draw(Path(line.rstrip("\n")))
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+def prepare_plots() -> None:
+    """Start the helper (once per process) unless matplotlib is loaded here already."""
+    global _helper
+    if _helper is not None and _helper.poll() is None:
+        return
+    _helper = None
+    if "matplotlib.figure" in sys.modules or os.name == "nt":  # no select() on pipes there
+        return
+    try:
+        _helper = subprocess.Popen(
+            [sys.executable, "-c", _SERVE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "MPLBACKEND": "Agg"},
+        )
+    except OSError:
+        _helper = None
+
+
+@atexit.register
+def _stop_helper() -> None:
+    """End the idle helper with this process (it also exits on its own when stdin closes)."""
+    proc = _helper
+    if proc is None:
+        return
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+
+
+def _ask_helper(run_dir: Path) -> dict[str, Any] | None:
+    """The helper's reply for run_dir, or None when it is gone or too slow (then stopped)."""
+    global _helper
+    proc = _helper
+    if proc is None or proc.poll() is not None or proc.stdin is None or proc.stdout is None:
+        return None
+    try:
+        proc.stdin.write(f"{run_dir}\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], WAIT_S)
+        line = proc.stdout.readline() if ready else ""
+        if line:
+            return json.loads(line)
+    except (OSError, ValueError):
+        pass
+    proc.kill()
+    _helper = None
+    return None
+
+
+def draw_run(run_dir: Path) -> dict[str, Any]:
+    """A run's plots/*.png, drawn by the helper when `prepare_plots` started one, else here.
+    Returns what summary.json records: {"files": [...]} or {"error": "..."}; a failure is
+    also a warning on stderr, never a failed run."""
+    run_dir = Path(run_dir).resolve()
+    with _lock:
+        result = _ask_helper(run_dir)
+    if result is None:
+        result = _draw(run_dir)
+    if "error" in result:
+        print(f"warning: plots not written: {result['error']}", file=sys.stderr)
+    return result
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:

@@ -104,7 +104,12 @@ class StandardFit:
         )
         if result.stop not in ("preempted", "diverged"):
             test(setup, result, session)
-        session.end(result.stop, result.steps, diverged_step=result.diverged_step)
+        session.end(
+            result.stop,
+            result.steps,
+            diverged_step=result.diverged_step,
+            diverged_reason=result.diverged_reason,
+        )
 
 
 def test(setup: Setup, result: Any, session: Any) -> None:

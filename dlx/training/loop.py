@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import jax
@@ -28,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlx.data import epoch_batches, eval_batches
+from dlx.errors import UserError
+from dlx.track.console import epoch_line
 from dlx.training.parallel import Strategy, to_host
 from dlx.training.step import TrainState
 
@@ -43,6 +46,7 @@ class LoopState:
     best_params: Any = None  # host copy, kept on every process (test eval is collective)
     stale_evals: int = 0  # evals since the early-stopping metric last improved
     stop_best: float | None = None  # best value of the early-stopping metric
+    best_unsaved: bool = False  # resumed with best = latest's weights: write `best` first
 
     def meta(self, epoch: int) -> dict:
         return {
@@ -71,6 +75,7 @@ class LoopResult:
     epochs_completed: int
     stop: str | None = None  # None (ran to the end), preempted, diverged, early_stopped
     diverged_step: int | None = None
+    diverged_reason: str = ""  # what was not finite: "train loss is nan", "val/loss is inf"
     last_eval: dict[str, float] = field(default_factory=dict)
     train_time_s: float = 0.0
     samples_per_sec: float = 0.0
@@ -110,6 +115,7 @@ class Phase:
     meta: Callable[[], dict] = dict  # added to each checkpoint's meta
     host_state: Callable[[], dict] | None = None  # host arrays saved with each checkpoint
     label: str = ""  # prefix of log lines ("task 2 ")
+    keeps_best: bool = True  # evals pick a best checkpoint by trainer.best_metric
 
     @property
     def per_epoch(self) -> int:
@@ -129,6 +135,8 @@ class LoopIO:
     checkpoints: Any = None
     should_stop: Callable[[], bool] = lambda: False
     profiler: Any = None
+    # progress(force, **fields): live position for summary.json (the session throttles it)
+    progress: Callable[..., None] = lambda force=False, **fields: None
 
 
 def evaluate(
@@ -146,6 +154,27 @@ def evaluate(
     return task.summarize(to_host(sums))
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def watched_train_metrics(m: dict) -> dict:
+    """The step metrics whose non-finite value means the run diverged: the loss and the
+    gradient norms (Adam can keep a finite loss for a step after its gradients overflow)."""
+    return {k: v for k, v in m.items() if k == "loss" or k.endswith("grad_norm")}
+
+
+def non_finite(record: dict, keys: tuple[str, ...]) -> str:
+    """'val/loss is nan' for the first watched value of `record` that is not finite, or ''."""
+    for k in keys:
+        v = record.get(k)
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{k} is {v}"
+    return ""
+
+
 def _improved(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
@@ -153,13 +182,36 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 
 
 class TrainLog:
-    """Averages step metrics over a window and writes them one step late (see module doc)."""
+    """Averages step metrics over a window and writes them one step late (see module doc);
+    keeps the epoch's means of the shown metrics for its console line."""
 
     def __init__(self, batch: int, phase: Phase, shown: tuple, io: LoopIO) -> None:
         self.batch, self.phase, self.shown, self.io = batch, phase, shown, io
         self.window: list[dict] = []
         self.pending: tuple | None = None
         self.t_last = time.perf_counter()
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_steps = 0
+        self._lr: Callable[[int], Any] | None = None
+
+    def lr(self, step: int) -> float:
+        """The learning rate at a step of the phase. The schedule is jitted: called eagerly,
+        its jnp ops dispatch one by one (~0.1 s of a short run's start). Eager if it does
+        not trace (a schedule written with Python control flow)."""
+        if self._lr is None:
+            self._lr = jax.jit(self.phase.lr_at)
+            try:
+                return float(self._lr(step))
+            except Exception:  # not traceable: the eager call below raises if it is broken
+                self._lr = self.phase.lr_at
+        return float(self._lr(step))
+
+    def epoch_means(self) -> dict[str, float]:
+        """The shown metrics averaged over the steps flushed since the last call (the
+        epoch's, once the epoch's last window is flushed); resets."""
+        n, sums = self.epoch_steps, self.epoch_sums
+        self.epoch_sums, self.epoch_steps = {}, 0
+        return {SHORT.get(k, k): sums[k] / n for k in self.shown if k in sums and n}
 
     def add(self, m: dict) -> None:
         self.window.append(m)
@@ -178,7 +230,11 @@ class TrainLog:
         mean = {k: float(np.mean([w[k] for w in host])) for k in host[0]}
         sps = len(window) * self.batch / max(now - self.t_last, 1e-9)
         self.t_last = now
-        lr = float(self.phase.lr_at(step - self.phase.first_step - 1))
+        for k in self.shown:
+            if k in mean:
+                self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + mean[k] * len(window)
+        self.epoch_steps += len(window)
+        lr = self.lr(step - self.phase.first_step - 1)
         self.io.metrics.write(
             {
                 "step": step,
@@ -220,17 +276,40 @@ def train_loop(
     first_step = loop.step + 1
     end = phase.first_step + phase.total
 
+    def diverge(reason: str) -> None:
+        res.stop, res.diverged_step, res.diverged_reason = "diverged", loop.step, reason
+
     def save(epoch: int, kinds: tuple[str, ...] = ("latest",)) -> None:
-        if io.checkpoints is not None:
-            host = phase.host_state() if phase.host_state is not None else None
-            meta = {**loop.meta(epoch), **phase.meta()}
-            io.checkpoints.save(strategy.unreplicate(res.state), meta, kinds, host=host)
+        """Checkpoint the state, unless its params are not finite: a diverged model must
+        never become `latest` (resume would continue it) or `best`."""
+        if io.checkpoints is None:
+            return
+        state = strategy.unreplicate(res.state)
+        if not bool(_all_finite(state.params)):
+            diverge(f"parameters are not finite at step {loop.step}")
+            return
+        host = phase.host_state() if phase.host_state is not None else None
+        meta = {**loop.meta(epoch), **phase.meta()}
+        io.checkpoints.save(state, meta, kinds, host=host)
+        io.progress(True, steps=loop.step, epochs=epoch, last_checkpoint=loop.step)
 
     def run_eval(epoch: int) -> None:
         rec = phase.evaluate(res.state, epoch)
         io.metrics.write({"step": loop.step, "epoch": epoch, **rec})
-        io.console.metrics_table(f"{phase.label}val after epoch {epoch} (step {loop.step})", rec)
         res.last_eval = rec
+        # A metric no eval produces: no best would ever be saved. (A task's own default may be
+        # absent by design: a GAN without its judging classifier has no FID.)
+        if phase.keeps_best and tr.best_metric not in rec and tr.best_metric != task.best_metric:
+            raise UserError(
+                f"trainer.best_metric={tr.best_metric} is not a metric this run produces",
+                hint=f"use one of: {', '.join(k for k in rec if k.startswith('val/'))}",
+            )
+        bad = non_finite(rec, (*(k for k in rec if k.endswith("loss")), tr.best_metric))
+        if not bad and not bool(_all_finite(strategy.unreplicate(res.state).params)):
+            bad = "parameters are not finite"
+        if bad:  # nothing of this eval is kept: not best, not latest
+            diverge(f"{bad} after epoch {epoch}")
+            return
         value = rec.get(tr.best_metric)
         improved = value is not None and _improved(
             value, loop.best.get(tr.best_metric), tr.best_mode
@@ -246,14 +325,21 @@ def train_loop(
         save(epoch, ("latest", "best") if improved else ("latest",))
 
     def diverged(in_flight: deque, keep: int) -> bool:
-        """Pop (and check) losses until at most `keep` steps are in flight."""
+        """Pop (and check) steps' losses and gradient norms until at most `keep` steps are
+        in flight."""
         while len(in_flight) > keep:
-            step_no, loss = in_flight.popleft()
-            if not np.isfinite(float(to_host(loss))):
+            step_no, watched = in_flight.popleft()
+            values = {k: float(v) for k, v in to_host(watched).items()}
+            bad = non_finite(values, tuple(values))
+            if bad:
                 res.stop, res.diverged_step = "diverged", step_no
+                res.diverged_reason = f"train {bad} at step {step_no}"
                 return True
         return False
 
+    if loop.best_unsaved:  # killed between the latest and best commits: finish that save
+        save(res.epochs_completed, ("best",))
+        loop.best_unsaved = False
     for epoch in range(res.epochs_completed + 1, phase.epochs + 1):
         steps_this_epoch = min(per_epoch, phase.total - (epoch - 1) * per_epoch)
         skip = done_before - (epoch - 1) * per_epoch  # > 0 only when resuming mid-epoch
@@ -275,13 +361,14 @@ def train_loop(
             res.state, m = strategy.train_step(task, res.state, strategy.batch(host))
             loop.step, epoch_steps = loop.step + 1, epoch_steps + 1
             log.add(m)
-            in_flight.append((loop.step, m["loss"]))
+            in_flight.append((loop.step, watched_train_metrics(m)))
             if loop.step == first_step:  # keep compilation out of the throughput figure
                 jax.block_until_ready(m["loss"])
                 t_epoch, epoch_steps = time.perf_counter(), 0
             if diverged(in_flight, tr.sync_every):
                 break
             log.flush()  # the previous window, while this step runs
+            io.progress(steps=loop.step, epochs=epoch - 1)
             if loop.step % tr.log_every == 0 or i + 1 == steps_this_epoch:
                 log.close_window(loop.step, epoch, i + 1, steps_this_epoch)
         if res.stop is None:
@@ -294,18 +381,26 @@ def train_loop(
             log.close_window(loop.step, epoch, done, steps_this_epoch)
         log.flush()
         jax.block_until_ready(res.state.params)
+        epoch_s = time.perf_counter() - t_epoch
         timed_steps += epoch_steps
-        timed_s += time.perf_counter() - t_epoch
-        io.console.end_epoch()
+        timed_s += epoch_s
+        # The epoch's console line: its train means, then (below) its eval. None when only
+        # the compiled first step ran (no steady-state time to divide by).
+        sps = epoch_steps * batch / epoch_s if epoch_steps and epoch_s > 0 else None
+        line = partial(epoch_line, phase.label, epoch, phase.epochs, log.epoch_means())
         if res.stop == "preempted":
+            io.console.end_epoch(line() + " (preempted)", sps)
             save(epoch)
             break
         res.epochs_completed = epoch
         if loop.step >= end and phase.finish is not None:
             res.state = phase.finish(res.state)
-        if epoch % phase.eval_every == 0 or loop.step >= end:
+        evaluated = epoch % phase.eval_every == 0 or loop.step >= end
+        if evaluated:
             run_eval(epoch)
-        if loop.step >= end:
+        best = evaluated and loop.best.get("step") == loop.step and loop.best.get("epoch") == epoch
+        io.console.end_epoch(line(res.last_eval if evaluated else None, best), sps)
+        if res.stop == "diverged" or loop.step >= end:
             break
         if stop_cfg.patience is not None and loop.stale_evals >= stop_cfg.patience:
             res.stop = "early_stopped"
