@@ -475,6 +475,9 @@ def main() -> Any:
     from dlx.io import die_with_parent
 
     die_with_parent()  # a sweep trial: stop when its worker dies
+    import dlx.track.plots
+
+    dlx.track.plots.DETACHED = True  # this process ends after the command: plots finish after it
     try:
         return app()
     except SystemExit as done:

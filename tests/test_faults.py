@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import pytest
 
+SLOW = pytest.mark.slow
 TINY = ["recipe=digits", "data.batch_size=32", "trainer.progress=plain", "data.limit_train=320"]
 
 
@@ -91,6 +92,7 @@ def test_a_nan_eval_never_reaches_a_checkpoint(cli, tmp_path: Path) -> None:
     assert not re.search(r"\bnan\b", evaluated.output.replace(str(tmp_path), "")), evaluated.output
 
 
+@pytest.mark.slow
 def test_divergence_before_any_checkpoint_says_none_was_saved(cli, tmp_path: Path) -> None:
     out = _train(
         cli, "recipe=digits", "optim=sgd", "optim.lr=1e12", "data.batch_size=1294",
@@ -115,6 +117,7 @@ def test_an_infinite_gradient_norm_is_divergence_even_with_a_finite_loss() -> No
     assert set(gan) == {"loss", "d_grad_norm", "g_grad_norm"}
 
 
+@pytest.mark.slow  # the unit test above covers the check; this one the whole run
 def test_adam_blowing_up_stops_at_the_first_non_finite_step(cli, tmp_path: Path) -> None:
     out = _train(
         cli, *TINY, "optim.lr=1e30", "trainer.epochs=3", "trainer.log_every=1",
@@ -197,7 +200,10 @@ def test_a_corrupt_step_resume_fell_back_over_is_rewritten(cli, tmp_path: Path) 
 # ---- 3. writes never escape the run dir ------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["metrics.jsonl", "train.log", "plots"])
+@pytest.mark.parametrize(
+    "name",
+    ["metrics.jsonl", pytest.param("train.log", marks=SLOW), pytest.param("plots", marks=SLOW)],
+)
 def test_resume_refuses_a_symlink_out_of_the_run_dir(cli, tmp_path: Path, name: str) -> None:
     assert _train(cli, *TINY, "trainer.max_steps=2", f"outputs.dir={tmp_path / 'o'}").exit_code == 0
     (run,) = _runs(tmp_path / "o")
@@ -313,7 +319,7 @@ def _sigterm_then(original):
     return patched
 
 
-@pytest.mark.parametrize("where", ["test eval", "plots"])
+@pytest.mark.parametrize("where", ["test eval", pytest.param("plots", marks=SLOW)])
 def test_sigterm_after_the_loop_preempts_the_run(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -403,9 +409,9 @@ def test_values_that_cannot_be_right_are_exit_2(
     ("damage", "command"),
     [
         ("garbage", "eval"),
-        ("garbage", "resume"),
-        ("python_object", "eval"),
-        ("python_object", "explain"),
+        pytest.param("garbage", "resume", marks=SLOW),
+        pytest.param("python_object", "eval", marks=SLOW),
+        pytest.param("python_object", "explain", marks=SLOW),
         ("python_object", "resume"),
         ("a_list", "eval"),
     ],

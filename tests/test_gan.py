@@ -281,6 +281,7 @@ def test_auto_classifier_is_trained_once_and_cached(cache_dir: Path) -> None:
     assert len(list(first.parent.iterdir())) == 1
 
 
+@pytest.mark.slow  # 12 s: two GAN builds and steps
 def test_d_lr_scale_scales_the_discriminator_step_only() -> None:
     """Adam's first update is ~lr * sign(grad) per weight: D's moves scale with d_lr_scale."""
     import jax

@@ -262,6 +262,32 @@ def test_a_failed_plot_shows_in_the_summary(cli, monkeypatch, tmp_path: Path) ->
     assert summary["plots"] == {"error": "RuntimeError: no ink"}
 
 
+def test_the_dlx_command_leaves_its_plots_to_the_helper(tmp_path: Path, cache_dir: Path) -> None:
+    """`dlx train` (the process) returns without waiting for matplotlib; the helper draws the
+    PNGs and then records them in summary.json, which says "pending" until it has."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    args = ["recipe=digits", "trainer.max_steps=2", "trainer.progress=none"]
+    out = subprocess.run(
+        [sys.executable, "-m", "dlx", "train", *args, f"outputs.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        env={**os.environ, "DLX_CACHE": str(cache_dir)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (run,) = (tmp_path / "digits").iterdir()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        plots = json.loads((run / "summary.json").read_text()).get("plots")
+        if plots != {"pending": "drawn by a helper process as dlx exits"}:
+            break
+        time.sleep(0.1)
+    assert plots == {"files": ["plots/learning_curves.png", "plots/lr_schedule.png"]}
+    _png_size(run / "plots" / "learning_curves.png")
+
+
 def test_dlx_plot_overlays_runs(cli, tmp_path: Path) -> None:
     a = _write_run(tmp_path, "2026-01-01_00-00-00_aaaa", 1.0, ["optim.lr=0.001"])
     b = _write_run(tmp_path, "2026-01-01_00-00-01_bbbb", 0.5, ["optim.lr=0.003"])

@@ -72,6 +72,15 @@ def _hydra(path: Path, overrides: Sequence[str], config_dir: Path | None) -> Dic
                 config_name=path.stem, overrides=[f"hydra.searchpath=[{search}]", *overrides]
             )
     except Exception as err:  # Hydra raises several types; all are the user's input here
+        import yaml
+
+        if isinstance(err, yaml.YAMLError):  # a recipe or conf/ file that is not YAML
+            where = getattr(getattr(err, "problem_mark", None), "name", None) or str(path)
+            first = (str(err).strip().splitlines() or ["invalid YAML"])[0]
+            raise UserError(
+                f"cannot parse {where}: {first}",
+                hint="fix the YAML of that file (see `dlx recipes` for the recipe files)",
+            ) from err
         raise _friendly(err, overrides, config_dir, path.stem) from err
     finally:
         GlobalHydra.instance().clear()

@@ -154,14 +154,22 @@ def _param(o: Any) -> Param:
         low, high = float(sweep.start), float(sweep.end)
         log, integer = "log" in sweep.tags, "int" in sweep.tags
         if not low < high:
-            raise UserError(f"'{o.input_line}': interval needs low < high")
+            raise UserError(
+                f"'{o.input_line}': interval needs low < high",
+                hint=f"e.g. {key}=interval({min(low, high):g}, {max(low, high):g})",
+            )
         if log and low <= 0:
-            raise UserError(f"'{o.input_line}': a log interval needs positive bounds")
+            raise UserError(
+                f"'{o.input_line}': a log interval needs positive bounds",
+                hint=f"e.g. {key}=tag(log, interval(1e-4, {high:g}))",
+            )
         return Param(key, "interval", low=low, high=high, log=log, integer=integer)
     if isinstance(sweep, ChoiceSweep | RangeSweep):
         values, texts = list(o.sweep_iterator()), list(o.sweep_string_iterator())
         if not values:
-            raise UserError(f"'{o.input_line}' gives no values")
+            raise UserError(
+                f"'{o.input_line}' gives no values", hint=f"e.g. {key}=choice(1e-3,3e-3)"
+            )
         choices, kept = [], []
         for value, text in zip(values, texts, strict=True):
             stored = value if isinstance(value, _PLAIN) else text

@@ -9,6 +9,12 @@ that imports it meanwhile (on another core, while the run trains) and then draws
 it is sent; `draw_run` sends it the run and waits for the files, so they exist when the
 command returns. Where matplotlib is already imported, or the helper cannot be used, the
 plots are drawn in-process as before.
+
+The `dlx` command itself (`DETACHED`, set by `dlx.cli.main`) does not wait: its process ends
+right after the run, so it hands the run dir to the helper and returns; the helper draws, and
+once the command has exited (its stdin closes) records the result as summary.json's `plots`
+field ({"files": [...]} or {"error": ...}). The PNGs follow the command by a fraction of a
+second instead of delaying every run and sweep trial by it.
 """
 
 from __future__ import annotations
@@ -151,6 +157,8 @@ def _draw(run_dir: Path) -> dict[str, Any]:
 _SERVE = "from dlx.track.plots import serve; serve()"
 WAIT_S = 300.0  # at most this long for the helper's plots; then drawn in-process
 _helper: subprocess.Popen | None = None
+DETACHED = False  # the `dlx` command: hand the plots to the helper and do not wait
+PENDING = {"pending": "drawn by a helper process as dlx exits"}
 _lock = threading.Lock()  # one request at a time on the helper's pipes
 
 
@@ -159,10 +167,31 @@ def serve() -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
     from matplotlib.figure import Figure  # noqa: F401
 
+    detached: list[tuple[Path, dict[str, Any]]] = []
     for line in sys.stdin:
-        reply = _draw(Path(line.rstrip("\n")))
+        request = line.rstrip("\n")
+        if request.startswith("detached "):
+            run_dir = Path(request.removeprefix("detached "))
+            detached.append((run_dir, _draw(run_dir)))
+            continue
+        reply = _draw(Path(request))
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
+    for run_dir, reply in detached:  # the command has exited: its summary.json is final
+        _record(run_dir, reply)
+
+
+def _record(run_dir: Path, reply: dict[str, Any]) -> None:
+    """summary.json's `plots` field set to the helper's result (atomically)."""
+    from dlx.io import write_json
+
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        if isinstance(summary, dict) and summary.get("plots") == PENDING:
+            write_json(path, {**summary, "plots": reply})
+    except (OSError, ValueError):
+        pass
 
 
 def prepare_plots() -> None:
@@ -195,6 +224,8 @@ def _stop_helper() -> None:
     try:
         if proc.stdin is not None:
             proc.stdin.close()
+        if DETACHED:  # it finishes the plots after we are gone
+            return
         proc.wait(timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         proc.kill()
@@ -220,11 +251,27 @@ def _ask_helper(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def _hand_over(run_dir: Path) -> bool:
+    """Send run_dir to the helper without waiting for it (DETACHED); False if it is gone."""
+    proc = _helper
+    if proc is None or proc.poll() is not None or proc.stdin is None:
+        return False
+    try:
+        with _lock:
+            proc.stdin.write(f"detached {run_dir}\n")
+            proc.stdin.flush()
+    except OSError:
+        return False
+    return True
+
+
 def draw_run(run_dir: Path) -> dict[str, Any]:
     """A run's plots/*.png, drawn by the helper when `prepare_plots` started one, else here.
     Returns what summary.json records: {"files": [...]} or {"error": "..."}; a failure is
     also a warning on stderr, never a failed run."""
     run_dir = Path(run_dir).resolve()
+    if DETACHED and _hand_over(run_dir):
+        return dict(PENDING)
     with _lock:
         result = _ask_helper(run_dir)
     if result is None:

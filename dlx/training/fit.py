@@ -16,6 +16,12 @@ from dlx.setup import Setup, check_batches, standard_steps
 from dlx.training.loop import LoopState, Phase, evaluate, train_loop
 
 
+def eval_rows(data: Any) -> int:
+    """The larger eval split: val and test batches are both sized for it (one traced eval
+    step; the smaller split pads at most up to data.eval_batch_size)."""
+    return max(len(data.x_val), len(data.x_test))
+
+
 def init_from(path: str, params: Any) -> Any:
     """Best params of another run, checked name by name against this model's."""
     import jax
@@ -63,7 +69,7 @@ class StandardFit:
         val, train = task.host_batch(data.arrays("val")), data.arrays("train")
 
         def on_val(state: Any, epoch: int) -> dict:
-            out = evaluate(task, state, val, cfg.data.eval_batch_size, strategy)
+            out = evaluate(task, state, val, cfg.data.eval_batch_size, strategy, eval_rows(data))
             rec = {f"val/{k}": v for k, v in out.items()}
             extra = task.epoch_end(strategy.unreplicate(state), epoch, run_dir)
             return {**rec, **{f"val/{k}": v for k, v in extra.items()}}
@@ -120,7 +126,8 @@ def test(setup: Setup, result: Any, session: Any) -> None:
         best = strategy.unreplicate(result.state).replace(params=result.loop.best_params)
         state, tested = strategy.place(best), f"best (step {result.loop.best.get('step')})"
     arrays = setup.task.host_batch(setup.data.arrays("test"))
-    out = evaluate(setup.task, state, arrays, setup.cfg.data.eval_batch_size, strategy)
+    bs = setup.cfg.data.eval_batch_size
+    out = evaluate(setup.task, state, arrays, bs, strategy, eval_rows(setup.data))
     out = {f"test/{k}": v for k, v in out.items()}
     session.metrics.write(
         {"step": result.steps, "epoch": result.epochs_completed, "checkpoint": tested, **out}
