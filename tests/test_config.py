@@ -85,3 +85,30 @@ def test_bad_overrides_are_user_errors(overrides: list[str], needles: list[str])
     text = f"{info.value} {info.value.hint}"
     for needle in needles:
         assert needle in text
+
+
+def test_a_composed_recipe_is_cached_until_a_yaml_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import time
+
+    composing = importlib.import_module("dlx.config.compose")  # the module, not the function
+
+    monkeypatch.setenv("DLX_CACHE", str(tmp_path / "cache"))
+    user = tmp_path / "mine"
+    (user / "optim").mkdir(parents=True)
+    (user / "mine.yaml").write_text("defaults:\n  - dlx\n  - _self_\nrecipe: mine\nseed: 3\n")
+    (user / "optim" / "fast.yaml").write_text("name: sgd\nlr: 0.5\n")
+    args = (["recipe=mine", "optim=fast", "trainer.epochs=2"], user)
+    first = compose(*args)
+    calls = []
+    real = composing._hydra
+    monkeypatch.setattr(composing, "_hydra", lambda *a: calls.append(a) or real(*a))
+    again = compose(*args)
+    assert calls == [] and again == first  # the cache answered, with the same config
+    time.sleep(0.01)  # a later mtime even on coarse clocks
+    (user / "optim" / "fast.yaml").write_text("name: sgd\nlr: 0.25\n")
+    changed = compose(*args)
+    assert len(calls) == 1 and changed.optim.lr == 0.25 and first.optim.lr == 0.5
+    assert compose(["recipe=mine", "optim=fast", "trainer.epochs=3"], user).trainer.epochs == 3

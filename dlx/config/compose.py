@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlx.config import paths, schema
+from dlx.config import compose_cache, paths, schema
 from dlx.errors import UserError, suggest
 
 DEFAULT_RECIPE = "cnn"
@@ -47,13 +47,17 @@ def compose(overrides: Sequence[str] = (), config_dir: Path | None = None) -> Di
             "./recipes/<name>.yaml or --config-dir DIR",
         )
     path = recipes[recipe]
-    cfg = _hydra(path, rest, config_dir)
-    # A recipe that names its own module or loader (`_target_`, or a name an installed
-    # package registers) drops the base config's default group for that section, whose keys
-    # (cnn's features, mnist's path, ...) would otherwise be merged into the user's.
-    drop = [f"~{group}" for group in ("model", "data") if _own(cfg, group, rest, config_dir)]
-    if drop:
-        cfg = _hydra(path, [*drop, *rest], config_dir)
+    key = compose_cache.cache_key(path, rest, config_dir)
+    cfg = compose_cache.load(key)
+    if cfg is None:
+        cfg = _hydra(path, rest, config_dir)
+        # A recipe that names its own module or loader (`_target_`, or a name an installed
+        # package registers) drops the base config's default group for that section, whose
+        # keys (cnn's features, mnist's path, ...) would otherwise be merged into the user's.
+        drop = [f"~{g}" for g in ("model", "data") if _own(cfg, g, rest, config_dir)]
+        if drop:
+            cfg = _hydra(path, [*drop, *rest], config_dir)
+        compose_cache.store(key, cfg)
     OmegaConf.set_struct(cfg, False)
     cfg.recipe = recipe
     return validate(cfg)
