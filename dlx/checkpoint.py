@@ -17,24 +17,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from dlx.errors import UserError
+from dlx.errors import UserError, first_line
 
 log = logging.getLogger("dlx")
 
 KINDS = ("latest", "best")
-
-
-@contextlib.contextmanager
-def _quiet_orbax() -> Any:
-    """Orbax logs each unreadable file at ERROR through absl before it raises; dlx turns the
-    exception into one message, so those lines are only noise while reading."""
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        absl.setLevel(level)
 
 
 class DiskFullError(UserError):
@@ -98,8 +85,8 @@ class RunCheckpoints:
 
     def __init__(self, directory: Path, create: bool = True) -> None:
         self.directory = Path(directory)
-        # Orbax's background writers log every failure (with its traceback) at ERROR through
-        # absl before the main thread sees it as an exception, which dlx reports once.
+        # Orbax logs every unreadable file and every failed background write (with tracebacks)
+        # at ERROR through absl before raising; dlx reports the exception once, as a UserError.
         logging.getLogger("absl").setLevel(logging.CRITICAL)
         # Only process 0 writes (and holds a plain, unreplicated copy of the state), so the
         # manager must not wait for the other processes at its barriers.
@@ -115,24 +102,23 @@ class RunCheckpoints:
             for kind in KINDS:
                 (self.directory / kind).mkdir(parents=True, exist_ok=True)
         # latest keeps two steps so a checkpoint corrupted on disk still leaves a good one.
-        with _quiet_orbax():  # it reads each step's metadata; unreadable ones are ours to report
-            self._managers = {
-                k: ocp.CheckpointManager(
-                    self.directory / k,
-                    options=ocp.CheckpointManagerOptions(
-                        max_to_keep=2 if k == "latest" else 1,
-                        create=False,
-                        multiprocessing_options=multi,
-                    ),
-                    # Declared up front so metadata (shapes) can be read without restoring.
-                    item_handlers={
-                        "state": ocp.StandardCheckpointHandler(),
-                        "meta": ocp.JsonCheckpointHandler(),
-                        "host": ocp.StandardCheckpointHandler(),
-                    },
-                )
-                for k in KINDS
-            }
+        self._managers = {
+            k: ocp.CheckpointManager(
+                self.directory / k,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=2 if k == "latest" else 1,
+                    create=False,
+                    multiprocessing_options=multi,
+                ),
+                # Declared up front so metadata (shapes) can be read without restoring.
+                item_handlers={
+                    "state": ocp.StandardCheckpointHandler(),
+                    "meta": ocp.JsonCheckpointHandler(),
+                    "host": ocp.StandardCheckpointHandler(),
+                },
+            )
+            for k in KINDS
+        }
 
     def save(
         self,
@@ -227,15 +213,11 @@ class RunCheckpoints:
         if host:
             items["host"] = ocp.args.StandardRestore(shapes(host))
         try:
-            with _quiet_orbax():
-                restored = self._managers[kind].restore(step, args=ocp.args.Composite(**items))
+            restored = self._managers[kind].restore(step, args=ocp.args.Composite(**items))
         except UserError:
             raise
         except Exception as err:  # orbax raises many types for unreadable data
-            raise UserError(
-                f"cannot read checkpoint {path}: "
-                f"{(str(err).splitlines() or [type(err).__name__])[0][:300]}"
-            ) from err
+            raise UserError(f"cannot read checkpoint {path}: {first_line(err)[:300]}") from err
         meta = dict(restored["meta"] or {})
         if host:
             meta["host"] = dict(restored["host"])
@@ -245,8 +227,7 @@ class RunCheckpoints:
         """Parameter path -> shape as saved, read from the checkpoint's metadata only."""
         path = self.directory / kind / str(step)
         try:
-            with _quiet_orbax():
-                meta = self._managers[kind].item_metadata(step)["state"]["params"]
+            meta = self._managers[kind].item_metadata(step)["state"]["params"]
         except Exception as err:
             raise UserError(
                 f"cannot read checkpoint {path}: metadata unreadable ({type(err).__name__})"

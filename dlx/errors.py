@@ -23,6 +23,12 @@ class DataError(UserError):
     """A dataset could not be found, read or verified."""
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first message line (its type name when it has none): the cause, without
+    the pages some libraries append."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def suggest(word: str, candidates: Iterable[str], n: int = 3) -> str:
     """' Did you mean: a, b?' for the closest candidates, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)

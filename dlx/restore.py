@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from dlx.errors import UserError
+from dlx.errors import UserError, first_line
 
 
 def find_run_dir(path: str | Path) -> Path:
@@ -58,9 +58,8 @@ def read_saved_config(path: Path) -> DictConfig:
     try:
         cfg = OmegaConf.load(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(
-            f"cannot read {path}: {first}",
+            f"cannot read {path}: {first_line(err)}",
             hint="the run's config.yaml is damaged; restore it from a copy (dlx writes it "
             "once, at the start of the run) or start a new run",
         ) from err

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from dlx.errors import UserError
+from dlx.io import pid_alive
 
 LOCK_NAME = ".lock"
 BEAT_S = 20.0
@@ -78,7 +79,7 @@ class RunLock:
         pid, host = holder.get("pid"), holder.get("host")
         ago = time.time() - float(holder.get("heartbeat") or 0)
         fresh = ago < STALE_S
-        if host == me and fresh and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+        if host == me and fresh and isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
             os.close(fd)
             raise _refuse(self.run_dir, f"process {pid} on this host is training in it")
         if host not in (None, me) and fresh:
@@ -118,9 +119,3 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-
-def _alive(pid: int) -> bool:
-    from dlx.io import pid_alive
-
-    return pid_alive(pid)

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dlx.config import compose_cache, paths, schema
-from dlx.errors import UserError, suggest
+from dlx.errors import UserError, first_line, suggest
 
 DEFAULT_RECIPE = "cnn"
 
@@ -80,9 +80,8 @@ def _hydra(path: Path, overrides: Sequence[str], config_dir: Path | None) -> Dic
 
         if isinstance(err, yaml.YAMLError):  # a recipe or conf/ file that is not YAML
             where = getattr(getattr(err, "problem_mark", None), "name", None) or str(path)
-            first = (str(err).strip().splitlines() or ["invalid YAML"])[0]
             raise UserError(
-                f"cannot parse {where}: {first}",
+                f"cannot parse {where}: {first_line(err)}",
                 hint="fix the YAML of that file (see `dlx recipes` for the recipe files)",
             ) from err
         raise _friendly(err, overrides, config_dir, path.stem) from err

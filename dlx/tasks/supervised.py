@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from dlx.config.targets import parameters
-from dlx.errors import UserError
+from dlx.errors import UserError, first_line
 from dlx.tasks.base import Task
 from dlx.training.step import (
     TrainState,
@@ -70,9 +70,8 @@ def init_params(model: Any, rng: Any, example: dict) -> Any:
     try:
         return init(rng, example["x"], extra)["params"]
     except (ValueError, TypeError) as err:  # settings that do not fit together or the data
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(
-            f"cannot build model {type(model).__name__} on this data: {first}",
+            f"cannot build model {type(model).__name__} on this data: {first_line(err)}",
             hint="check the model.* settings (`dlx show`) against the data's shape; "
             "--debug shows where it failed",
         ) from err

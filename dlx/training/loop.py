@@ -286,13 +286,14 @@ def train_loop(
     def diverge(reason: str) -> None:
         res.stop, res.diverged_step, res.diverged_reason = "diverged", loop.step, reason
 
-    def save(epoch: int, kinds: tuple[str, ...] = ("latest",)) -> None:
-        """Checkpoint the state, unless its params are not finite: a diverged model must
-        never become `latest` (resume would continue it) or `best`."""
+    def save(epoch: int, kinds: tuple[str, ...] = ("latest",), checked: bool = False) -> None:
+        """Checkpoint the state, unless its params are not finite (`checked`: the caller
+        just found them finite): a diverged model must never become `latest` (resume would
+        continue it) or `best`."""
         if io.checkpoints is None:
             return
         state = strategy.unreplicate(res.state)
-        if not bool(_all_finite(state.params)):
+        if not checked and not bool(_all_finite(state.params)):
             diverge(f"parameters are not finite at step {loop.step}")
             return
         host = phase.host_state() if phase.host_state is not None else None
@@ -329,7 +330,7 @@ def train_loop(
             loop.stop_best, loop.stale_evals = watched, 0
         else:
             loop.stale_evals += 1
-        save(epoch, ("latest", "best") if improved else ("latest",))
+        save(epoch, ("latest", "best") if improved else ("latest",), checked=True)
 
     def diverged(in_flight: deque, keep: int) -> bool:
         """Pop (and check) steps' losses and gradient norms until at most `keep` steps are
