@@ -83,7 +83,7 @@ def _pytree(state: Any) -> dict:
 class RunCheckpoints:
     """Save/restore a run's latest and best checkpoints."""
 
-    def __init__(self, directory: Path, create: bool = True) -> None:
+    def __init__(self, directory: Path, create: bool = True, keep: int = 2) -> None:
         self.directory = Path(directory)
         # Orbax logs every unreadable file and every failed background write (with tracebacks)
         # at ERROR through absl before raising; dlx reports the exception once, as a UserError.
@@ -101,12 +101,15 @@ class RunCheckpoints:
         if create:  # orbax refuses create=True with active_processes: make the dirs here
             for kind in KINDS:
                 (self.directory / kind).mkdir(parents=True, exist_ok=True)
-        # latest keeps two steps so a checkpoint corrupted on disk still leaves a good one.
+        # latest keeps `keep` steps (trainer.keep_checkpoints; two by default, so a checkpoint
+        # corrupted on disk still leaves a good one). Saves are asynchronous (Orbax's
+        # default): `save` returns once the arrays are copied off the device, and the write
+        # runs in a background thread while training goes on (`wait` joins it).
         self._managers = {
             k: ocp.CheckpointManager(
                 self.directory / k,
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=2 if k == "latest" else 1,
+                    max_to_keep=max(1, keep) if k == "latest" else 1,
                     create=False,
                     multiprocessing_options=multi,
                 ),

@@ -260,7 +260,8 @@ class RunSession:
         resume_step = self.start.step if self.resume is not None and self.start else None
         self.metrics = make_logger(list(cfg.logger), run_dir, cfg, resume_step=resume_step)
         if cfg.trainer.checkpoint:
-            self.checkpoints = RunCheckpoints(run_dir / "checkpoints")
+            keep = int(cfg.trainer.get("keep_checkpoints", 2))
+            self.checkpoints = RunCheckpoints(run_dir / "checkpoints", keep=keep)
 
     def _header(self) -> None:
         data, n = self.setup.data, self.summary["param_count"]

@@ -68,6 +68,12 @@ class TrainerConfig:
     progress: str = "auto"
     profile: bool = False  # jax.profiler trace of trainer.profile_steps into <run>/profile
     profile_steps: list[int] = field(default_factory=lambda: [10, 15])  # first, last
+    precision: str = "fp32"  # fp32 | bf16 (bf16 compute; params, optimizer, loss in fp32)
+    grad_accum: int = 1  # micro-batches per update (data.batch_size is the whole update)
+    checkpoint_every_steps: int | None = None  # also checkpoint every N steps (mid-epoch)
+    checkpoint_every_minutes: float | None = 15.0  # and at least this often (wall clock)
+    keep_checkpoints: int = 2  # latest checkpoints kept (best keeps one)
+    eval_every_steps: int | None = None  # also evaluate every N steps (mid-epoch)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -116,7 +122,8 @@ class DlxConfig:
 CHOICES = {
     "trainer.best_mode": (None, "max", "min"),
     "trainer.progress": ("auto", "rich", "plain", "none"),
-    "parallel.name": ("auto", "single", "pmap", "sharded"),
+    "parallel.name": ("auto", "single", "pmap", "sharded", "fsdp"),
+    "trainer.precision": ("fp32", "bf16"),
     "trainer.early_stopping.mode": (None, "max", "min"),
 }
 POSITIVE = (
@@ -126,6 +133,8 @@ POSITIVE = (
     "trainer.log_every",
     "trainer.sync_every",
     "trainer.eval_every",
+    "trainer.grad_accum",
+    "trainer.keep_checkpoints",
     "optim.lr",
 )
 
@@ -181,6 +190,15 @@ RANGES = {
     "schedule.final_fraction": Range(0, 1, example="schedule.final_fraction=0.0"),
     "trainer.early_stopping.patience": Range(
         1, None, nullable=True, example="trainer.early_stopping.patience=3"
+    ),
+    "trainer.checkpoint_every_steps": Range(
+        1, None, nullable=True, example="trainer.checkpoint_every_steps=500"
+    ),
+    "trainer.checkpoint_every_minutes": Range(
+        0, None, low_open=True, nullable=True, example="trainer.checkpoint_every_minutes=15"
+    ),
+    "trainer.eval_every_steps": Range(
+        1, None, nullable=True, example="trainer.eval_every_steps=1000"
     ),
     "seed": Range(0, 2**32 - 1, example="seed=0"),
     "parallel.devices": Range(1, None, nullable=True, example="parallel.devices=2"),

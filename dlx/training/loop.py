@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from typing import Any
 
 import jax
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlx.data import epoch_batches, eval_batches
+from dlx.data.prefetch import prefetched
 from dlx.errors import UserError
 from dlx.track.console import epoch_line
 from dlx.training.parallel import Strategy, to_host
@@ -116,6 +118,11 @@ class Phase:
     host_state: Callable[[], dict] | None = None  # host arrays saved with each checkpoint
     label: str = ""  # prefix of log lines ("task 2 ")
     keeps_best: bool = True  # evals pick a best checkpoint by trainer.best_metric
+    # make_batch reads only this process's rows of each global batch (a disk-backed dataset
+    # then reads its own shard); False: every process builds the whole batch (a continual
+    # replay batch is drawn from a buffer all processes hold)
+    reads_local: bool = False
+    prefetch: int = 0  # batches built ahead in a background thread (dlx/data/prefetch.py)
 
     @property
     def per_epoch(self) -> int:
@@ -286,20 +293,43 @@ def train_loop(
     def diverge(reason: str) -> None:
         res.stop, res.diverged_step, res.diverged_reason = "diverged", loop.step, reason
 
+    every_steps = tr.get("checkpoint_every_steps")
+    every_s = (tr.get("checkpoint_every_minutes") or 0) * 60
+    eval_steps = tr.get("eval_every_steps")
+    last_save = [time.monotonic()]  # wall clock of the last checkpoint (by time: from start)
+
     def save(epoch: int, kinds: tuple[str, ...] = ("latest",), checked: bool = False) -> None:
         """Checkpoint the state, unless its params are not finite (`checked`: the caller
         just found them finite): a diverged model must never become `latest` (resume would
-        continue it) or `best`."""
+        continue it) or `best`. Orbax writes in the background: this returns once the
+        arrays are off the device."""
         if io.checkpoints is None:
             return
-        state = strategy.unreplicate(res.state)
+        state = strategy.checkpoint_state(res.state)
         if not checked and not bool(_all_finite(state.params)):
             diverge(f"parameters are not finite at step {loop.step}")
             return
         host = phase.host_state() if phase.host_state is not None else None
         meta = {**loop.meta(epoch), **phase.meta()}
         io.checkpoints.save(state, meta, kinds, host=host)
-        io.progress(True, steps=loop.step, epochs=epoch, last_checkpoint=loop.step)
+        last_save[0] = time.monotonic()
+        io.progress(True, steps=loop.step, epochs=res.epochs_completed, last_checkpoint=loop.step)
+
+    def periodic(epoch: int, in_flight: deque) -> str | None:
+        """Mid-epoch work after a step: an eval every `eval_every_steps`, else a checkpoint
+        every `checkpoint_every_steps` or `checkpoint_every_minutes`. Returns "eval", "save"
+        or None. Steps in flight are checked first: a save never follows an unchecked NaN."""
+        due_eval = bool(eval_steps) and loop.step % eval_steps == 0
+        due_save = (bool(every_steps) and loop.step % every_steps == 0) or (
+            every_s > 0 and time.monotonic() - last_save[0] >= every_s
+        )
+        if not (due_eval or due_save) or diverged(in_flight, 0):
+            return None
+        if due_eval:
+            run_eval(epoch)
+            return "eval"
+        save(epoch)
+        return "save"
 
     def run_eval(epoch: int) -> None:
         rec = phase.evaluate(res.state, epoch)
@@ -345,6 +375,16 @@ def train_loop(
                 return True
         return False
 
+    def early_stop() -> bool:
+        if stop_cfg.patience is not None and loop.stale_evals >= stop_cfg.patience:
+            res.stop = "early_stopped"
+        return res.stop == "early_stopped"
+
+    def read_batch(rows: np.ndarray, epoch: int) -> dict:
+        return phase.make_batch(strategy.local_rows(rows) if phase.reads_local else rows, epoch)
+
+    feed = strategy.local_batch if phase.reads_local else strategy.batch
+
     if loop.best_unsaved:  # killed between the latest and best commits: finish that save
         save(res.epochs_completed, ("best",))
         loop.best_unsaved = False
@@ -357,16 +397,15 @@ def train_loop(
         order = epoch_batches(
             phase.examples, batch, seed=phase.seed, epoch=phase.batch_order(epoch)
         )
-        for i, idx in zip(range(steps_this_epoch), order, strict=False):
-            if i < skip:
-                continue
+        rows = islice(order, max(skip, 0), steps_this_epoch)
+        batches = prefetched(partial(read_batch, epoch=epoch), rows, phase.prefetch)
+        for i, host in enumerate(batches, start=max(skip, 0)):
             if io.should_stop():
                 res.stop = "preempted"
                 break
             if io.profiler is not None:  # starts/stops a jax.profiler trace (trainer.profile)
                 io.profiler.on_step(loop.step + 1, res.state)
-            host = phase.make_batch(idx, epoch)
-            res.state, m = strategy.train_step(task, res.state, strategy.batch(host))
+            res.state, m = strategy.train_step(task, res.state, feed(host))
             loop.step, epoch_steps = loop.step + 1, epoch_steps + 1
             log.add(m)
             in_flight.append((loop.step, watched_train_metrics(m)))
@@ -379,12 +418,22 @@ def train_loop(
             io.progress(steps=loop.step, epochs=epoch - 1)
             if loop.step % tr.log_every == 0 or i + 1 == steps_this_epoch:
                 log.close_window(loop.step, epoch, i + 1, steps_this_epoch)
+            last = i + 1 == steps_this_epoch
+            if last and (epoch % phase.eval_every == 0 or loop.step >= end):
+                continue  # the epoch's own eval and checkpoint follow
+            if periodic(epoch, in_flight) == "eval":
+                best = loop.best.get("step") == loop.step
+                val = epoch_line(phase.label, epoch, phase.epochs, {}, res.last_eval, best)
+                io.console.info(f"{val} (step {loop.step})")
+                if res.stop == "diverged" or early_stop():
+                    break
+        batches.close()  # stops the prefetch thread when the epoch ends early
         if res.stop is None:
             diverged(in_flight, 0)
         if res.stop == "diverged":
             io.console.end_epoch()
             break  # the last good checkpoint stays the latest one
-        if res.stop == "preempted" and log.window:
+        if res.stop in ("preempted", "early_stopped") and log.window:
             done = loop.step - phase.first_step - (epoch - 1) * per_epoch
             log.close_window(loop.step, epoch, done, steps_this_epoch)
         log.flush()
@@ -400,6 +449,9 @@ def train_loop(
             io.console.end_epoch(line() + " (preempted)", sps)
             save(epoch)
             break
+        if res.stop == "early_stopped":  # by a mid-epoch eval (which saved)
+            io.console.end_epoch(line(res.last_eval) + " (early stop)", sps)
+            break
         res.epochs_completed = epoch
         if loop.step >= end and phase.finish is not None:
             res.state = phase.finish(res.state)
@@ -410,8 +462,7 @@ def train_loop(
         io.console.end_epoch(line(res.last_eval if evaluated else None, best), sps)
         if res.stop == "diverged" or loop.step >= end:
             break
-        if stop_cfg.patience is not None and loop.stale_evals >= stop_cfg.patience:
-            res.stop = "early_stopped"
+        if early_stop():
             break
     if io.profiler is not None:
         io.profiler.close(res.state)  # training ended inside trainer.profile_steps

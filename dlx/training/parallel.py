@@ -94,8 +94,22 @@ class Strategy:
     def place(self, state: TrainState) -> TrainState:
         return jax.device_put(state, self.devices[0])
 
+    def local_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The part of a global batch's row indices this process reads and feeds (all of
+        them on one process): a disk-backed dataset then reads only its own rows."""
+        return _local_slice(rows)
+
     def batch(self, batch: dict) -> Any:
+        """A global batch (every process holds all of it) as the step's input."""
+        return self.local_batch(jax.tree_util.tree_map(_local_slice, batch))
+
+    def local_batch(self, batch: dict) -> Any:
+        """This process's rows of a global batch (`local_rows`) as the step's input."""
         return batch
+
+    def checkpoint_state(self, state: TrainState) -> TrainState:
+        """What a checkpoint saves of the placed state: one plain copy by default."""
+        return self.unreplicate(state)
 
     def train_step(self, task: Any, state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         return compiled_train_step()(task, state, batch)
@@ -144,9 +158,12 @@ class ShardedStrategy(Strategy):
         put = functools.partial(jax.make_array_from_process_local_data, self.replicated)
         return jax.tree_util.tree_map(lambda a: put(np.asarray(a)), state)
 
-    def batch(self, batch: dict) -> Any:
+    def local_batch(self, batch: dict) -> Any:
+        procs = jax.process_count()
         return jax.tree_util.tree_map(
-            lambda x: jax.make_array_from_process_local_data(self.split, _local_slice(x), x.shape),
+            lambda x: jax.make_array_from_process_local_data(
+                self.split, x, (len(x) * procs, *x.shape[1:])
+            ),
             batch,
         )
 
@@ -201,11 +218,9 @@ class PmapStrategy(Strategy):
             state,
         )
 
-    def batch(self, batch: dict) -> Any:
+    def local_batch(self, batch: dict) -> Any:
         k = len(self.local)
-        return jax.tree_util.tree_map(
-            lambda x: (local := _local_slice(x)).reshape(k, -1, *local.shape[1:]), batch
-        )
+        return jax.tree_util.tree_map(lambda x: x.reshape(k, -1, *x.shape[1:]), batch)
 
     def train_step(self, task: Any, state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         state, metrics = self._train(task, state, batch)
