@@ -80,6 +80,25 @@ def _pytree(state: Any) -> dict:
     return tree
 
 
+def _restore_target(tree: Any) -> Any:
+    """What to read `tree`'s arrays back as: its shapes and dtypes, laid out as its arrays are
+    (a placed state: one device, or fsdp's shards), else on this process's first device.
+
+    Never "as saved": an fsdp checkpoint records its writer's mesh (8 devices, say), and
+    Orbax refuses to recreate that layout on another device count ("Topology mismatch"). A
+    shapes-only template (`Setup.template_state`, what `dlx.restore.load_run` restores into)
+    has no layout of its own, so it gets one device."""
+    one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def target(x: Any) -> Any:
+        s = ocp.utils.to_shape_dtype_struct(x)
+        if isinstance(s, jax.ShapeDtypeStruct) and s.sharding is None:
+            return jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one_device)
+        return s
+
+    return jax.tree_util.tree_map(target, tree)
+
+
 class RunCheckpoints:
     """Save/restore a run's latest and best checkpoints."""
 
@@ -210,7 +229,7 @@ class RunCheckpoints:
         self.check_shapes(state.params, kind, step)
         shapes = functools.partial(jax.tree_util.tree_map, ocp.utils.to_shape_dtype_struct)
         items = {
-            "state": ocp.args.StandardRestore(shapes(_pytree(state))),
+            "state": ocp.args.StandardRestore(_restore_target(_pytree(state))),
             "meta": ocp.args.JsonRestore(),
         }
         if host:

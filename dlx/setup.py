@@ -137,8 +137,19 @@ def metric_mode(metric: str, task: Any) -> str:
 
 
 def check_batches(setup: Setup, batch_size: int) -> None:
-    """The batch splits over the devices and fits the training set."""
+    """The batch splits over the devices (into trainer.grad_accum micro-batches on each) and
+    fits the training set."""
     setup.strategy.check_batch(batch_size)
+    accum, devices = int(setup.cfg.trainer.get("grad_accum", 1)), setup.strategy.n
+    if batch_size % (accum * devices):
+        unit = accum * devices
+        fits = next(k for k in range(accum, 0, -1) if (batch_size // devices) % k == 0)
+        raise UserError(
+            f"data.batch_size={batch_size} cannot be split into trainer.grad_accum={accum} "
+            f"micro-batches on each of {devices} device(s)",
+            hint=f"use a multiple of {unit} (grad_accum x devices), e.g. data.batch_size="
+            f"{-(-batch_size // unit) * unit}, or trainer.grad_accum={fits}",
+        )
     n = len(setup.data.x_train)
     if setup.cfg.data.batch_size > n:
         raise UserError(

@@ -57,10 +57,14 @@ class SelfAttention(nn.Module):
             pos = jnp.arange(t)
             q, k = rotate(q, pos), rotate(k, pos)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(x.dtype)
+        # The softmax in float32 even when the model computes in bfloat16
+        # (trainer.precision=bf16): its exp and row sums lose too much in 8 mantissa bits.
+        # A no-op for float32 inputs.
+        scores = scores.astype(jnp.float32)
         # A large finite negative, not -inf: a fully masked row then gives a uniform softmax
         # instead of NaN (such rows exist only for padding queries, whose output is unused).
         scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-        weights = jax.nn.softmax(scores, axis=-1)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         # For `dlx explain`: stored only when the caller makes "intermediates" mutable, so
         # training and eval compile the same program as without it.
         self.sow("intermediates", "attention_weights", weights)

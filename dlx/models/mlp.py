@@ -19,7 +19,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, lengths: Any = None) -> jnp.ndarray:
         # `lengths` (padded sequences) is accepted and unused: padding is zeros in the input.
-        x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+        x = x.reshape(x.shape[0], -1)
+        if not jnp.issubdtype(x.dtype, jnp.floating):  # ints in; bf16 stays bf16 (precision)
+            x = x.astype(jnp.float32)
         for width in self.features:
             x = nn.relu(nn.Dense(width)(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)

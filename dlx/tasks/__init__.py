@@ -9,6 +9,7 @@ from typing import Any
 from dlx.errors import UserError, suggest
 from dlx.tasks.base import Task
 from dlx.tasks.supervised import Classify, LanguageModel, Regress, lm_metrics
+from dlx.training.step import PRECISIONS
 
 __all__ = ["TASKS", "Classify", "LanguageModel", "Regress", "Task", "lm_metrics", "make_task"]
 
@@ -18,18 +19,40 @@ def _supervised(cls: type) -> Callable[[Mapping[str, Any], Any, Any], Task]:
         from dlx.models import build_model
 
         model = build_model(_plain(cfg.model), data.num_classes, tuple(data.input_shape))
+        numerics = step_settings(cfg)
         continual = cfg.get("continual") or {}
         if cls is Classify and continual and continual.get("strategy") == "ewc":
-            return Classify(model, ewc_lambda=float(continual.get("ewc_lambda", 0.0)))
-        return cls(model)
+            ewc = float(continual.get("ewc_lambda", 0.0))
+            return Classify(model, ewc_lambda=ewc, **numerics)
+        return cls(model, **numerics)
 
     return build
 
 
+def step_settings(cfg: Any) -> dict[str, Any]:
+    """trainer.precision and trainer.grad_accum as task fields (the defaults when a config
+    predates them: an old run dir's config.yaml)."""
+    trainer = cfg.get("trainer") or {}
+    precision, accum = str(trainer.get("precision", "fp32")), trainer.get("grad_accum", 1)
+    if precision not in PRECISIONS:  # the schema checks composed configs; not every cfg is
+        raise UserError(
+            f"trainer.precision={precision} is not one of {', '.join(PRECISIONS)}",
+            hint="trainer.precision=fp32 or trainer.precision=bf16",
+        )
+    if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
+        raise UserError(
+            f"trainer.grad_accum must be a positive integer, got {accum!r}",
+            hint="e.g. trainer.grad_accum=4",
+        )
+    return {"precision": precision, "grad_accum": accum}
+
+
 def _gan(settings: Mapping[str, Any], cfg: Any, data: Any) -> Task:
+    from dataclasses import replace
+
     from dlx.tasks.gan import build_gan
 
-    return build_gan(settings, cfg, data)
+    return replace(build_gan(settings, cfg, data), **step_settings(cfg))
 
 
 # name -> builder(task settings, whole config, dataset)

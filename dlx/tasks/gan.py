@@ -9,6 +9,10 @@
 - Images: the data's pixel range (min..max of the training images, whatever
   data.normalize did) mapped onto [-1, 1] (the generator's tanh) inside the jitted steps;
   `host_batch` only drops the labels.
+- trainer.precision=bf16: both networks compute in bfloat16, losses in float32 (as the
+  supervised tasks, dlx/training/step.py `to_compute`); the sample grid and quality metrics
+  of `epoch_end` generate in float32. trainer.grad_accum=N: D's gradient, then G's, summed
+  over N micro-batches (the same real images and noise rows as the one big batch).
 - Eval: D and G losses over the split against noise from a fixed key.
 - After each eval (`epoch_end`): a grid of 64 samples from fixed noise in
   plots/samples_<epoch>.png and, with a classifier (`task.classifier`), FID, confident
@@ -34,7 +38,15 @@ import optax
 from dlx.errors import UserError, suggest
 from dlx.models.gan import Discriminator, Generator, check_image_shape
 from dlx.tasks.base import Task
-from dlx.training.step import TrainState, global_sum, mean_grads, shard_mean, step_rng
+from dlx.training.step import (
+    TrainState,
+    accumulate,
+    global_sum,
+    mean_grads,
+    shard_mean,
+    step_rng,
+    to_compute,
+)
 
 SETTINGS = {  # task.* of conf/task/gan.yaml and their defaults
     "latent_dim": 64,
@@ -144,6 +156,8 @@ class Gan(Task):
     lo: float = 0.0  # the data's pixel range, mapped onto [-1, 1]
     hi: float = 1.0
     noise_seed: int = 0
+    precision: str = "fp32"  # trainer.precision: the networks' compute dtype
+    grad_accum: int = 1  # trainer.grad_accum: micro-batches per update (of D, then of G)
     quality: Quality | None = field(default=None, compare=False, hash=False, repr=False)
 
     name: ClassVar[str] = "gan"
@@ -207,10 +221,16 @@ class Gan(Task):
         )
 
     def _g(self, params: Any, z: jax.Array) -> jax.Array:
-        return self.generator.apply({"params": params}, z)
+        if self.precision == "fp32":
+            return self.generator.apply({"params": params}, z)
+        params, z = to_compute((params, z), self.precision)
+        return self.generator.apply({"params": params}, z).astype(jnp.float32)
 
     def _d(self, params: Any, x: jax.Array) -> jax.Array:
-        return self.discriminator.apply({"params": params}, x)
+        if self.precision == "fp32":
+            return self.discriminator.apply({"params": params}, x)
+        params, x = to_compute((params, x), self.precision)
+        return self.discriminator.apply({"params": params}, x).astype(jnp.float32)
 
     def train_step(self, state: TrainState, batch: dict, axis: str | None) -> tuple[Any, dict]:
         tx_g, tx_d = state.tx
@@ -219,23 +239,30 @@ class Gan(Task):
         count = global_sum(jnp.asarray(n_local, jnp.float32), axis)
         z = jax.random.normal(step_rng(state, axis), (n_local, self.latent_dim))
         gp, dp = state.params["generator"], state.params["discriminator"]
-        fake = jax.lax.stop_gradient(self._g(gp, z))
+        rows, n = {"real": real, "z": z}, self.grad_accum  # split together into micro-batches
 
-        def d_objective(dp: Any) -> tuple[jax.Array, tuple]:
+        def d_objective(dp: Any, real: jax.Array, fake: jax.Array) -> tuple[jax.Array, tuple]:
             on_real, on_fake = self._d(dp, real), self._d(dp, fake)
             loss = jax.nn.softplus(-on_real).sum() + jax.nn.softplus(on_fake).sum()
             probs = (jax.nn.sigmoid(on_real).sum(), jax.nn.sigmoid(on_fake).sum())
-            return shard_mean(loss, count, axis), probs
+            return shard_mean(loss, count, axis), probs  # / the whole batch's count
 
-        (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(dp)
+        def d_value_and_grads(part: dict, _: Any) -> tuple:
+            fake = jax.lax.stop_gradient(self._g(gp, part["z"]))
+            return jax.value_and_grad(d_objective, has_aux=True)(dp, part["real"], fake)
+
+        (d_loss, (d_real, d_fake)), d_grads = accumulate(d_value_and_grads, rows, n)
         d_grads = mean_grads(d_grads, axis)
         updates, d_opt = tx_d.update(d_grads, state.opt_state["discriminator"], dp)
         dp = optax.apply_updates(dp, updates)
 
-        def g_objective(gp: Any) -> jax.Array:  # non-saturating: -log D(G(z)), updated D
+        def g_objective(gp: Any, z: jax.Array) -> jax.Array:  # -log D(G(z)), updated D
             return shard_mean(jax.nn.softplus(-self._d(dp, self._g(gp, z))).sum(), count, axis)
 
-        g_loss, g_grads = jax.value_and_grad(g_objective)(gp)
+        def g_value_and_grads(part: dict, _: Any) -> tuple:
+            return jax.value_and_grad(g_objective)(gp, part["z"])
+
+        g_loss, g_grads = accumulate(g_value_and_grads, {"z": z}, n)
         g_grads = mean_grads(g_grads, axis)
         updates, g_opt = tx_g.update(g_grads, state.opt_state["generator"], gp)
         gp = optax.apply_updates(gp, updates)

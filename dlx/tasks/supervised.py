@@ -6,6 +6,10 @@
   `state.extra` (Kirkpatrick et al. 2017; dlx/continual/ewc.py).
 - `lm`: next-token cross-entropy; adds bits per character and perplexity.
 - `regress`: mean squared error on float targets; MAE, RMSE and R^2.
+
+Every one takes `precision` (trainer.precision: bf16 runs the model in bfloat16, the loss in
+float32) and `grad_accum` (trainer.grad_accum: the batch's gradient summed over that many
+micro-batches in one step); see dlx/training/step.py `to_compute` and `accumulate`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dlx.errors import UserError, first_line
 from dlx.tasks.base import Task
 from dlx.training.step import (
     TrainState,
+    accumulate,
     apply_gradients,
     example_mask,
     global_sum,
@@ -31,6 +36,7 @@ from dlx.training.step import (
     mean_grads,
     shard_mean,
     step_rng,
+    to_compute,
 )
 
 NEG = -1e9  # logit of a class the head mask rules out
@@ -46,13 +52,24 @@ def lm_metrics(loss: float) -> dict[str, float]:
 MODEL_INPUTS = ("lengths",)
 
 
-def apply_model(model: Any, params: Any, batch: dict, rng: Any = None) -> jax.Array:
+def apply_model(
+    model: Any, params: Any, batch: dict, rng: Any = None, precision: str = "fp32"
+) -> jax.Array:
     """The model on a batch: train mode (dropout from `rng`) when `rng` is given; extra
-    inputs the data carries (`lengths` of padded sequences) by keyword."""
+    inputs the data carries (`lengths` of padded sequences) by keyword.
+
+    precision=bf16: params and floating inputs cast to bfloat16 here, so any Flax model runs
+    in bf16 without being written for it; the output comes back as float32, so the loss, its
+    reduction and the metrics are float32, and so are the gradients of the float32 params.
+    """
     train = rng is not None
-    extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    x, extra = batch["x"], {k: batch[k] for k in MODEL_INPUTS if k in batch}
     rngs = {"dropout": rng} if train else {}
-    return model.apply({"params": params}, batch["x"], train=train, rngs=rngs, **extra)
+    if precision == "fp32":
+        return model.apply({"params": params}, x, train=train, rngs=rngs, **extra)
+    params, x, extra = to_compute((params, x, extra), precision)
+    out = model.apply({"params": params}, x, train=train, rngs=rngs, **extra)
+    return out.astype(jnp.float32)
 
 
 def init_params(model: Any, rng: Any, example: dict) -> Any:
@@ -85,6 +102,8 @@ def device_mean(x: Any, axis: str | None) -> Any:
 class Classify(Task):
     model: Any
     ewc_lambda: float = 0.0  # > 0: state.extra holds {"fisher", "anchor"} (continual, EWC)
+    precision: str = "fp32"  # trainer.precision: the model's compute dtype
+    grad_accum: int = 1  # trainer.grad_accum: micro-batches per update
     metrics: ClassVar[tuple[str, ...] | None] = ("loss", "accuracy", "count")
     name: ClassVar[str] = "classify"
 
@@ -99,7 +118,7 @@ class Classify(Task):
         return TrainState.create(self.model.apply, params, tx, dropout_rng, extra)
 
     def logits(self, params: Any, batch: dict, rng: Any = None) -> jax.Array:
-        out = apply_model(self.model, params, batch, rng)
+        out = apply_model(self.model, params, batch, rng, self.precision)
         if "allowed" in batch:  # head mask: only this example's task's classes
             out = jnp.where(batch["allowed"], out, NEG)
         return out
@@ -112,16 +131,24 @@ class Classify(Task):
         return 0.5 * self.ewc_lambda * penalty_value(extra["ewc"], params)
 
     def train_step(self, state: TrainState, batch: dict, axis: str | None) -> tuple[Any, dict]:
-        rng, y = step_rng(state, axis), batch["y"]
+        rng, y, n = step_rng(state, axis), batch["y"], self.grad_accum
+        # The whole batch's label count: each micro-batch's sum is divided by it, so the
+        # micro-batches' gradients add up to the gradient of the whole batch's mean.
         count = jnp.maximum(global_sum((y >= 0).sum().astype(jnp.float32), axis), 1.0)
 
-        def objective(params: Any) -> tuple[jax.Array, tuple]:
-            loss, hits, _ = masked_loss_and_hits(self.logits(params, batch, rng), y)
+        def objective(params: Any, part: dict, key: Any) -> tuple[jax.Array, tuple]:
+            loss, hits, _ = masked_loss_and_hits(self.logits(params, part, key), part["y"])
             data = shard_mean(loss.sum(), count, axis)
-            reg = self.penalty(params, state.extra)
+            reg = self.penalty(params, state.extra) if n == 1 else None
             return (data if reg is None else data + reg), (data, hits.sum(), reg)
 
-        (_, (data, hits, reg)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        def value_and_grads(part: dict, key: Any) -> tuple:
+            return jax.value_and_grad(objective, has_aux=True)(state.params, part, key)
+
+        (_, (data, hits, reg)), grads = accumulate(value_and_grads, batch, n, rng)
+        if n > 1 and self.ewc_lambda > 0:  # the penalty once per update, not per micro-batch
+            reg, reg_grads = jax.value_and_grad(self.penalty)(state.params, state.extra)
+            grads = jax.tree_util.tree_map(jnp.add, grads, reg_grads)
         grads = mean_grads(grads, axis)
         metrics = {
             "loss": device_mean(data, axis),
@@ -183,6 +210,8 @@ class Regress(Task):
     """Float targets y (B,) or (B, k); the model's outputs are the predictions."""
 
     model: Any
+    precision: str = "fp32"  # trainer.precision: the model's compute dtype
+    grad_accum: int = 1  # trainer.grad_accum: micro-batches per update
     name: ClassVar[str] = "regress"
     metrics: ClassVar[tuple[str, ...] | None] = ("loss", "mae", "rmse", "r2", "count")
     best_metric: ClassVar[str] = "val/loss"
@@ -195,19 +224,22 @@ class Regress(Task):
         return TrainState.create(self.model.apply, params, tx, dropout_rng)
 
     def predict(self, params: Any, batch: dict, rng: Any = None) -> jax.Array:
-        out = apply_model(self.model, params, batch, rng)
+        out = apply_model(self.model, params, batch, rng, self.precision)
         return out.reshape(out.shape[0], -1)
 
     def train_step(self, state: TrainState, batch: dict, axis: str | None) -> tuple[Any, dict]:
         rng = step_rng(state, axis)
-        y = batch["y"].reshape(batch["y"].shape[0], -1)
-        count = global_sum(jnp.asarray(y.size, jnp.float32), axis)
+        count = global_sum(jnp.asarray(batch["y"].size, jnp.float32), axis)  # whole batch
 
-        def objective(params: Any) -> tuple[jax.Array, jax.Array]:
-            err = self.predict(params, batch, rng) - y
+        def objective(params: Any, part: dict, key: Any) -> tuple[jax.Array, jax.Array]:
+            y = part["y"].reshape(part["y"].shape[0], -1)
+            err = self.predict(params, part, key) - y
             return shard_mean(jnp.square(err).sum(), count, axis), jnp.abs(err).sum()
 
-        (mse, abs_sum), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        def value_and_grads(part: dict, key: Any) -> tuple:
+            return jax.value_and_grad(objective, has_aux=True)(state.params, part, key)
+
+        (mse, abs_sum), grads = accumulate(value_and_grads, batch, self.grad_accum, rng)
         grads = mean_grads(grads, axis)
         metrics = {
             "loss": device_mean(mse, axis),

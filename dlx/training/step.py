@@ -5,6 +5,14 @@ the same code on one device and on many: `axis` is None under plain jit and unde
 (XLA inserts the all-reduce), and the pmap axis name under `pmap`, where the helpers below
 turn per-device sums into global ones. The strategies (dlx/training/parallel.py) jit or pmap
 that one function; none of them rewrites it.
+
+Two settings every supervised task honours through these helpers:
+- `trainer.precision=bf16`: `to_compute` casts the params and floating inputs to bfloat16
+  inside the step (the master params, the optimizer state, the loss and its reduction stay
+  float32; the cast's gradient brings the bf16 gradients back as float32).
+- `trainer.grad_accum=N`: `accumulate` sums a per-micro-batch function over N strided
+  micro-batches of the batch in one `lax.scan`, so only one micro-batch's activations are
+  alive at a time. N=1 calls the function on the whole batch: the program is unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +23,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+
+from dlx.errors import UserError
+
+PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}  # trainer.precision -> compute dtype
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -101,3 +113,74 @@ def masked_loss_and_hits(logits: jax.Array, labels: jax.Array) -> tuple[jax.Arra
 def example_mask(mask: jax.Array, like: jax.Array) -> jax.Array:
     """An eval batch's (B,) real-example mask broadcast over `like`'s per-position axes."""
     return mask.reshape(mask.shape + (1,) * (like.ndim - 1)).astype(jnp.float32)
+
+
+def to_compute(tree: Any, precision: str) -> Any:
+    """`tree`'s floating arrays in the compute dtype of `precision` (fp32: `tree` itself, no
+    op added). Integer and bool arrays (token ids, lengths, masks) are left alone."""
+    if precision == "fp32":
+        return tree
+    dtype = PRECISIONS[precision]
+
+    def cast(a: Any) -> Any:
+        return a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def micro_batches(batch: Any, n: int) -> Any:
+    """The batch's leaves (B, ...) as (n, B/n, ...): micro-batch i holds rows i, i+n, i+2n...
+
+    Strided, not contiguous: under `sharded` each device holds a contiguous block of rows,
+    and every micro-batch then takes B/(n*devices) rows from each block, so each device
+    computes on its own rows and nothing moves between devices for the split."""
+
+    def split(x: jax.Array) -> jax.Array:
+        b = x.shape[0]
+        if b % n:
+            raise UserError(
+                f"a step's batch of {b} rows (per device) cannot be split into "
+                f"trainer.grad_accum={n} micro-batches",
+                hint="make data.batch_size a multiple of trainer.grad_accum x devices",
+            )
+        return jnp.swapaxes(x.reshape(b // n, n, *x.shape[1:]), 0, 1)
+
+    return jax.tree_util.tree_map(split, batch)
+
+
+def accumulate(fn: Any, batch: Any, n: int, rng: jax.Array | None = None) -> Any:
+    """The sum over n micro-batches (`micro_batches`) of `fn(micro_batch, key)`, a pytree of
+    arrays (gradients, loss terms, metric sums), computed in one `lax.scan`.
+
+    For the sum to be the big batch's value, `fn` must normalise by the whole batch's count
+    (computed once, outside), not the micro-batch's: then the summed gradient is the
+    gradient of the big batch's mean up to float summation order. Terms that do not depend
+    on the batch (a weight penalty) belong outside `fn`, or they would count n times.
+
+    `key` is `fold_in(rng, i)` for micro-batch i: dropout masks differ from the big batch's,
+    so runs with dropout are statistically, not bitwise, equal to one big-batch step.
+    n == 1: `fn(batch, rng)` itself, the same program as without accumulation.
+
+    Measured on XLA:CPU (benchmarks/grad_accum.py): temp memory falls ~1/n, but the
+    gradients of convolutions inside the loop miss XLA:CPU's fast convolution path (the CNN
+    recipe's step ~10x slower; the transformer's got faster). Unrolling the loop instead
+    kept the speed but gave the memory back (XLA then schedules the micro-batches together).
+    Under `sharded`, XLA all-reduces each micro-batch's gradient inside the loop.
+    """
+    if n == 1:
+        return fn(batch, rng)
+    micro = micro_batches(batch, n)
+
+    def key(i: jax.Array) -> jax.Array | None:
+        return None if rng is None else jax.random.fold_in(rng, i)
+
+    first = jax.tree_util.tree_map(lambda x: x[0], micro)
+    shapes = jax.eval_shape(fn, first, key(jnp.zeros((), jnp.int32)))
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(total: Any, item: tuple) -> tuple[Any, None]:
+        i, part = item
+        return jax.tree_util.tree_map(jnp.add, total, fn(part, key(i))), None
+
+    total, _ = jax.lax.scan(body, zeros, (jnp.arange(n), micro))
+    return total
