@@ -41,6 +41,7 @@ DATASETS: dict[str, Loader] = {
     "arrays": _lazy("arrays", "load_arrays"),
     "csv": _lazy("tabular", "load_csv"),
     "image_folder": _lazy("image_folder", "load_image_folder"),
+    "mapped": _lazy("mapped", "load_mapped"),  # larger than memory: .npy shards on disk
 }
 
 

@@ -23,6 +23,12 @@ class Dataset:
     `extra` holds further per-example arrays by name and split, passed to the model with the
     batch: `{"lengths": {"train": (N,), "val": ..., "test": ...}}` for sequences of different
     lengths padded to one (N, T, ...) array (every sequence model then ignores the padding).
+
+    A split's x may instead be a disk-backed array (`dlx.data.mapped.MappedArray`, data=mapped)
+    with numpy's `len`, `shape`, `dtype` and indexing (an int, a slice, an index array give a
+    numpy array): code that cuts batches by index never reads it whole. Such a dataset sets
+    `prefetch`, how many batches the training loop builds ahead in a background thread (0:
+    none; the in-memory loaders' batches are a copy of rows in memory, nothing to hide).
     """
 
     name: str
@@ -39,6 +45,7 @@ class Dataset:
     vocab: tuple[str, ...] | None = None  # token id -> text, for datasets of tokens
     extra: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     classes: tuple[str, ...] | None = None  # class id -> name, where the data names them
+    prefetch: int = 0  # batches built ahead by the loop (dlx/data/prefetch.py)
 
     def arrays(self, split: str) -> dict[str, np.ndarray]:
         """{"x", "y", and every `extra` name} of one split: what a batch is cut from."""
