@@ -84,7 +84,7 @@ class StandardFit:
             seed=int(cfg.seed),
             eval_every=int(cfg.trainer.eval_every),
             reads_local=True,  # rows are plain indexing: each process reads only its own
-            prefetch=int(getattr(data, "prefetch", 0)),  # disk-backed data: rows read ahead
+            prefetch=int(data.prefetch),  # disk-backed data: rows read ahead
         )
 
     def run(

@@ -174,10 +174,6 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def _identity(x: Any) -> Any:
-    return x
-
-
 def watched_train_metrics(m: dict) -> dict:
     """The step metrics whose non-finite value means the run diverged: the loss and the
     gradient norms (Adam can keep a finite loss for a step after its gradients overflow)."""
@@ -402,22 +398,19 @@ def train_loop(
             phase.examples, batch, seed=phase.seed, epoch=phase.batch_order(epoch)
         )
         rows = islice(order, max(skip, 0), steps_this_epoch)
-        # Each item is a batch to be built: built only after the stop check, so a preempted
+        # `map` builds a batch only when `next` asks, after the stop check, so a preempted
         # run never calls make_batch for a step it does not train (a continual run's replay
-        # draws change its buffer's random state). Prefetched batches (pure make_batch
-        # only) are built ahead.
-        if phase.prefetch:
-            ready = prefetched(partial(read_batch, epoch=epoch), rows, phase.prefetch)
-            batches = (partial(_identity, b) for b in ready)
-        else:
-            batches = (partial(read_batch, r, epoch) for r in rows)
-        for i, build in enumerate(batches, start=max(skip, 0)):
+        # draws change its buffer's random state). Prefetching (pure make_batch only)
+        # builds them ahead.
+        read = partial(read_batch, epoch=epoch)
+        ready = prefetched(read, rows, phase.prefetch) if phase.prefetch else map(read, rows)
+        for i in range(max(skip, 0), steps_this_epoch):
             if io.should_stop():
                 res.stop = "preempted"
                 break
             if io.profiler is not None:  # starts/stops a jax.profiler trace (trainer.profile)
                 io.profiler.on_step(loop.step + 1, res.state)
-            res.state, m = strategy.train_step(task, res.state, feed(build()))
+            res.state, m = strategy.train_step(task, res.state, feed(next(ready)))
             loop.step, epoch_steps = loop.step + 1, epoch_steps + 1
             log.add(m)
             in_flight.append((loop.step, watched_train_metrics(m)))
