@@ -325,11 +325,14 @@ def test_prefetch_keeps_order_and_raises_where_the_batch_was_due() -> None:
         return int(r[0])
 
     rows = [np.array([i]) for i in range(12)]
-    out = prefetched(make, rows[:7], depth=4)
+    out = prefetched(make, rows[:7], depth=4, threads=4)
     assert list(out) == list(range(7)) and len(seen_threads) > 1  # several workers, in order
+    seen_threads.clear()
+    assert list(prefetched(make, rows[:7], depth=4)) == list(range(7))
+    assert len(seen_threads) == 1  # the default: one worker, however deep the queue
     got = []
     with pytest.raises(ValueError, match="bad batch 7"):
-        for b in prefetched(make, rows, depth=4):
+        for b in prefetched(make, rows, depth=4, threads=2):
             got.append(b)
     assert got == list(range(7))
     assert list(prefetched(make, rows[:5], depth=0)) == list(range(5))
@@ -387,3 +390,51 @@ def test_each_process_reads_only_its_rows(tmp_path: Path, arrays: dict) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     counts = [int(f.read_text()) for f in (tmp_path / "rows").iterdir()]
     assert counts == [steps * batch // 2 + 1] * 2  # + the one row runtime sizing reads
+
+
+def test_a_user_loader_may_return_a_dataset_on_disk(
+    cli, tmp_path: Path, arrays: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data._target_ returning load_mapped(...)'s Dataset trains (x stays a MappedArray); the
+    NaN check reads the stored bounds (no full scan), so float shards whose meta.json says NaN
+    are refused before anything is written."""
+    floats = {**arrays, "x": arrays["x"].astype(np.float32), "xt": arrays["xt"].astype(np.float32)}
+    root = packed(tmp_path / "d", floats)
+    (tmp_path / "disk_loader.py").write_text(
+        "from dlx.data.mapped import load_mapped\n"
+        "def load(where, seed):\n"
+        "    return load_mapped({'path': where, 'val_size': 30}, seed)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    run = _run(cli, tmp_path / "o", "+data._target_=disk_loader.load", f"+data.where={root}")
+    assert "test/accuracy" in _records(run)[-1]
+    meta = json.loads((root / "meta.json").read_text())
+    meta["splits"]["train"]["bounds"] = [0, float("nan")]
+    (root / "meta.json").write_text(json.dumps(meta))
+    result = cli("train", *TRAIN, "+data._target_=disk_loader.load", f"+data.where={root}",
+                 f"outputs.dir={tmp_path / 'p'}")  # fmt: skip
+    assert result.exit_code == 2 and "x_train has NaN or inf" in result.output, result.output
+    assert not (tmp_path / "p").exists()
+
+
+def test_quasi_random_order_covers_every_row_from_few_blocks(tmp_path: Path, arrays) -> None:
+    from dlx.data.batching import epoch_batches
+
+    batches = list(epoch_batches(5000, 128, seed=3, epoch=2, block=64, window=4))
+    again = list(epoch_batches(5000, 128, seed=3, epoch=2, block=64, window=4))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    rows = np.concatenate(batches)
+    assert len(rows) == len(set(rows.tolist())) == 39 * 128  # each row at most once
+    assert max(len(set((b // 64).tolist())) for b in batches) <= 8  # from 4-block windows
+    plain = list(epoch_batches(5000, 128, seed=3, epoch=2))
+    assert min(len(set((b // 64).tolist())) for b in plain) > 40  # a permutation: everywhere
+    other = list(epoch_batches(5000, 128, seed=3, epoch=3, block=64, window=4))
+    assert not np.array_equal(batches[0], other[0])  # a new order each epoch
+    # The loader keeps train rows in file order under quasi_random, so blocks are contiguous
+    root = packed(tmp_path / "d", arrays)
+    ds = load_dataset({"name": "mapped", "path": str(root), "order": "quasi_random"}, 0)
+    assert ds.order_block == 64 and np.all(np.diff(ds.x_train.rows) > 0)
+    assert load_dataset({"name": "mapped", "path": str(root)}, 0).order_block == 0
+    with pytest.raises(DataError, match="data.order must be one of random, quasi_random"):
+        load_dataset({"name": "mapped", "path": str(root), "order": "blocks"}, 0)

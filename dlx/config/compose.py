@@ -54,13 +54,24 @@ def compose(overrides: Sequence[str] = (), config_dir: Path | None = None) -> Di
         # A recipe that names its own module or loader (`_target_`, or a name an installed
         # package registers) drops the base config's default group for that section, whose
         # keys (cnn's features, mnist's path, ...) would otherwise be merged into the user's.
-        drop = [f"~{g}" for g in ("model", "data") if _own(cfg, g, rest, config_dir)]
-        if drop:
-            cfg = _hydra(path, [*drop, *rest], config_dir)
+        own = [g for g in ("model", "data") if _own(cfg, g, rest, config_dir)]
+        if own:
+            kept = [_force(o, own) for o in rest]
+            cfg = _hydra(path, [*(f"~{g}" for g in own), *kept], config_dir)
         compose_cache.store(key, cfg)
     OmegaConf.set_struct(cfg, False)
     cfg.recipe = recipe
     return validate(cfg)
+
+
+def _force(override: str, groups: Sequence[str]) -> str:
+    """`data.batch_size=30` as `++data.batch_size=30` when the data group was dropped: the key
+    came from the dropped file, and with `_target_` given on the command line (not in the
+    recipe) nothing else defines it. The schema and the user's function still check it."""
+    key = override.split("=", 1)[0]
+    if override[:1] in "+~" or "." not in key or key.split(".", 1)[0] not in groups:
+        return override
+    return f"++{override}"
 
 
 def _hydra(path: Path, overrides: Sequence[str], config_dir: Path | None) -> DictConfig:

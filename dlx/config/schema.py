@@ -29,6 +29,15 @@ class DataConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Image augmentation in the train step (dlx/tasks/augment.py); all off by default."""
+
+    flip: bool = False
+    crop: int = 0
+    cutout: int = 0
+
+
+@dataclass
 class OptimConfig:
     name: str = "adam"
     lr: float = 1e-3
@@ -105,6 +114,7 @@ class DlxConfig:
     seed: int = 0
     init_from: str | None = None  # a run dir: start from its best params (fresh optimizer)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -191,6 +201,8 @@ RANGES = {
     "trainer.early_stopping.patience": Range(
         1, None, nullable=True, example="trainer.early_stopping.patience=3"
     ),
+    "augment.crop": Range(0, None, example="augment.crop=2"),
+    "augment.cutout": Range(0, None, example="augment.cutout=8"),
     "trainer.checkpoint_every_steps": Range(
         1, None, nullable=True, example="trainer.checkpoint_every_steps=500"
     ),

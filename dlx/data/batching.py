@@ -22,8 +22,29 @@ def _check_sizes(n: int, batch_size: int) -> None:
         raise DataError(f"data.batch_size must be a positive integer, got {batch_size!r}")
 
 
+def quasi_random(rng: np.random.Generator, n: int, block: int, window: int) -> np.ndarray:
+    """A permutation of 0..n-1 with locality, for data read from disk (FFCV's QUASI_RANDOM):
+    blocks of `block` consecutive rows in random order, then rows shuffled within each run of
+    `window` blocks. A batch draws from about `window` blocks, and those blocks' disk pages
+    serve the next `block * window / batch_size` batches too: far fewer reads than one page per
+    row. Every row still comes once per epoch; the mixing is only as good as the file's own
+    order is random (write the file shuffled: `ShardWriter` users add chunks in random order)."""
+    starts = rng.permutation(-(-n // block)) * block
+    rows = (starts[:, None] + np.arange(block)[None, :]).reshape(-1)
+    rows = rows[rows < n]
+    keys = rng.random(n)  # one sort: by window, then by a random key within it
+    return rows[np.lexsort((keys, np.arange(n) // (block * window)))]
+
+
 def epoch_batches(
-    n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True
+    n: int,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    block: int = 0,
+    window: int = 1,
 ) -> Iterator[np.ndarray]:
     """Yield ``n // batch_size`` index arrays of exactly ``batch_size`` for one training epoch.
 
@@ -31,7 +52,8 @@ def epoch_batches(
     a given (seed, epoch) and different from one epoch to the next. The last partial batch is
     dropped (one compiled shape); since the order is reshuffled every epoch, the dropped
     examples differ each epoch, so no example is systematically never trained on.
-    ``shuffle=False`` gives sequential order (same drop rule).
+    ``shuffle=False`` gives sequential order (same drop rule); ``block > 0`` the quasi-random
+    order of ``quasi_random`` (same generator, same drop rule).
     """
     _check_sizes(n, batch_size)
     if n < batch_size:
@@ -40,7 +62,9 @@ def epoch_batches(
             "so an epoch would have no full batch",
             hint=f"lower data.batch_size to at most {n}",
         )
-    if shuffle:
+    if shuffle and block > 0:
+        order = quasi_random(np.random.default_rng([int(seed), int(epoch)]), n, block, window)
+    elif shuffle:
         order = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
     else:
         order = np.arange(n)

@@ -28,7 +28,8 @@ class Dataset:
     with numpy's `len`, `shape`, `dtype` and indexing (an int, a slice, an index array give a
     numpy array): code that cuts batches by index never reads it whole. Such a dataset sets
     `prefetch`, how many batches the training loop builds ahead in a background thread (0:
-    none; the in-memory loaders' batches are a copy of rows in memory, nothing to hide).
+    none; the in-memory loaders' batches are a copy of rows in memory, nothing to hide), and
+    `read_threads`, how many threads build them.
     """
 
     name: str
@@ -46,6 +47,9 @@ class Dataset:
     extra: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     classes: tuple[str, ...] | None = None  # class id -> name, where the data names them
     prefetch: int = 0  # batches built ahead by the loop (dlx/data/prefetch.py)
+    read_threads: int = 1  # threads building them (more: more disk reads in flight)
+    order_block: int = 0  # > 0: batches in quasi-random order, blocks of this many rows
+    order_window: int = 1  # blocks whose rows are shuffled together
 
     def arrays(self, split: str) -> dict[str, np.ndarray]:
         """{"x", "y", and every `extra` name} of one split: what a batch is cut from."""

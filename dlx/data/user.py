@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dlx.data.dataset import SPLITS, Dataset
+from dlx.data.mapped import MappedArray
 from dlx.errors import DataError
 
 
@@ -90,8 +91,12 @@ def check_dataset(ds: Dataset, where: str) -> None:
     """A Dataset built by user code: the invariants the engine relies on."""
     for split in SPLITS:
         x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
-        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
-            raise DataError(f"{where}: Dataset.x_{split}/y_{split} must be numpy arrays")
+        on_disk = isinstance(x, MappedArray)  # a loader may return data=mapped's arrays
+        if not (isinstance(x, np.ndarray) or on_disk) or not isinstance(y, np.ndarray):
+            raise DataError(
+                f"{where}: Dataset.x_{split}/y_{split} must be numpy arrays",
+                hint="x may also be a dlx.data.mapped.MappedArray (a dataset on disk)",
+            )
         if len(x) != len(y):
             raise DataError(
                 f"{where}: x_{split} has {len(x)} examples but y_{split} {len(y)}",
@@ -101,7 +106,10 @@ def check_dataset(ds: Dataset, where: str) -> None:
             raise DataError(
                 f"{where}: x_{split} examples are {x.shape[1:]}, input_shape says {ds.input_shape}"
             )
-        if x.dtype.kind == "f" and x.size and not np.isfinite(x).all():
+        # On disk, the stored bounds (meta.json) stand for the values: a full scan would read
+        # the whole file before the first step.
+        values = np.array([x.min(), x.max()]) if on_disk and x.size else x
+        if x.dtype.kind == "f" and x.size and not np.isfinite(values).all():
             raise DataError(f"{where}: x_{split} has NaN or inf values")
         if ds.task == "classify" and y.size and (y.min() < 0 or y.max() >= ds.num_classes):
             raise DataError(

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dlx.errors import UserError, suggest
+from dlx.tasks.augment import augment_from
 from dlx.tasks.base import Task
 from dlx.tasks.supervised import Classify, LanguageModel, Regress, lm_metrics
 from dlx.training.step import PRECISIONS
@@ -20,6 +21,15 @@ def _supervised(cls: type) -> Callable[[Mapping[str, Any], Any, Any], Task]:
 
         model = build_model(_plain(cfg.model), data.num_classes, tuple(data.input_shape))
         numerics = step_settings(cfg)
+        augment = augment_from(cfg)
+        if augment:
+            if cls is not Classify:
+                raise UserError(
+                    f"augment.* is for image classifiers; this run's task is {cls.name}",
+                    hint="drop the augment.* overrides",
+                )
+            augment.check(tuple(data.input_shape))
+            numerics["augment"] = augment
         continual = cfg.get("continual") or {}
         if cls is Classify and continual and continual.get("strategy") == "ewc":
             ewc = float(continual.get("ewc_lambda", 0.0))

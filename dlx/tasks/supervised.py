@@ -25,6 +25,7 @@ import optax
 
 from dlx.config.targets import parameters
 from dlx.errors import UserError, first_line
+from dlx.tasks.augment import Augment
 from dlx.tasks.base import Task
 from dlx.training.step import (
     TrainState,
@@ -40,6 +41,7 @@ from dlx.training.step import (
 )
 
 NEG = -1e9  # logit of a class the head mask rules out
+NO_AUGMENT = Augment()
 
 
 def lm_metrics(loss: float) -> dict[str, float]:
@@ -104,6 +106,7 @@ class Classify(Task):
     ewc_lambda: float = 0.0  # > 0: state.extra holds {"fisher", "anchor"} (continual, EWC)
     precision: str = "fp32"  # trainer.precision: the model's compute dtype
     grad_accum: int = 1  # trainer.grad_accum: micro-batches per update
+    augment: Augment = NO_AUGMENT  # augment.*: image augmentation in train steps only
     metrics: ClassVar[tuple[str, ...] | None] = ("loss", "accuracy", "count")
     name: ClassVar[str] = "classify"
 
@@ -118,6 +121,9 @@ class Classify(Task):
         return TrainState.create(self.model.apply, params, tx, dropout_rng, extra)
 
     def logits(self, params: Any, batch: dict, rng: Any = None) -> jax.Array:
+        if rng is not None and self.augment:  # train mode; off: the program is unchanged
+            rng, key = jax.random.split(rng)
+            batch = {**batch, "x": self.augment(batch["x"], key)}
         out = apply_model(self.model, params, batch, rng, self.precision)
         if "allowed" in batch:  # head mask: only this example's task's classes
             out = jnp.where(batch["allowed"], out, NEG)

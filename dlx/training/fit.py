@@ -85,6 +85,9 @@ class StandardFit:
             eval_every=int(cfg.trainer.eval_every),
             reads_local=True,  # rows are plain indexing: each process reads only its own
             prefetch=int(data.prefetch),  # disk-backed data: rows read ahead
+            read_threads=int(data.read_threads),
+            order_block=int(data.order_block),
+            order_window=int(data.order_window),
         )
 
     def run(

@@ -122,7 +122,10 @@ class Phase:
     # then reads its own shard); False: every process builds the whole batch (a continual
     # replay batch is drawn from a buffer all processes hold)
     reads_local: bool = False
-    prefetch: int = 0  # batches built ahead in a background thread (dlx/data/prefetch.py)
+    prefetch: int = 0  # batches built ahead in background threads (dlx/data/prefetch.py)
+    read_threads: int = 1  # how many threads build them
+    order_block: int = 0  # > 0: quasi-random batch order in blocks of rows (data on disk)
+    order_window: int = 1  # blocks shuffled together (dlx/data/batching.py quasi_random)
 
     @property
     def per_epoch(self) -> int:
@@ -395,7 +398,12 @@ def train_loop(
         in_flight: deque = deque()
         t_epoch, epoch_steps = time.perf_counter(), 0
         order = epoch_batches(
-            phase.examples, batch, seed=phase.seed, epoch=phase.batch_order(epoch)
+            phase.examples,
+            batch,
+            seed=phase.seed,
+            epoch=phase.batch_order(epoch),
+            block=phase.order_block,
+            window=phase.order_window,
         )
         rows = islice(order, max(skip, 0), steps_this_epoch)
         # `map` builds a batch only when `next` asks, after the stop check, so a preempted
@@ -403,7 +411,11 @@ def train_loop(
         # draws change its buffer's random state). Prefetching (pure make_batch only)
         # builds them ahead.
         read = partial(read_batch, epoch=epoch)
-        ready = prefetched(read, rows, phase.prefetch) if phase.prefetch else map(read, rows)
+        ready = (
+            prefetched(read, rows, phase.prefetch, phase.read_threads)
+            if phase.prefetch
+            else map(read, rows)
+        )
         for i in range(max(skip, 0), steps_this_epoch):
             if io.should_stop():
                 res.stop = "preempted"
