@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: train test test-slow lint bench clean-venv
+.PHONY: train test test-slow lint bench clean-venv browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,22 @@ $(STAMP): $(BIN)/python pyproject.toml requirements.lock
 train: $(STAMP)
 	$(BIN)/dlx train $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+# tests/test_report.py loads `dlx report` pages in headless Chromium (Debian's package; the
+# playwright package drives it, its own browser download is never used). Installed once when
+# missing, non-interactively (sudo when not root); instant when present.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-dejavu-core </dev/null >/dev/null || \
+	  echo "warning: chromium not installed: the browser tests will skip (fail under CI)"; }
+
+test-slow: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
