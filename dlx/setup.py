@@ -136,22 +136,24 @@ def metric_mode(metric: str, task: Any) -> str:
     return "min" if metric.rsplit("/", 1)[-1].endswith(LOWER_IS_BETTER) else "max"
 
 
-def check_batches(setup: Setup, batch_size: int) -> None:
-    """The batch splits over the devices (into trainer.grad_accum micro-batches on each) and
-    fits the training set."""
-    setup.strategy.check_batch(batch_size)
+def check_batches(
+    setup: Setup, batch_size: int, what: str = "data.batch_size", whole_set: bool = True
+) -> None:
+    """The batch (`what` names it) splits over the devices (into trainer.grad_accum
+    micro-batches on each) and, with `whole_set`, fits the training set."""
+    setup.strategy.check_batch(batch_size, what)
     accum, devices = int(setup.cfg.trainer.get("grad_accum", 1)), setup.strategy.n
     if batch_size % (accum * devices):
         unit = accum * devices
         fits = next(k for k in range(accum, 0, -1) if (batch_size // devices) % k == 0)
         raise UserError(
-            f"data.batch_size={batch_size} cannot be split into trainer.grad_accum={accum} "
+            f"{what}={batch_size} cannot be split into trainer.grad_accum={accum} "
             f"micro-batches on each of {devices} device(s)",
             hint=f"use a multiple of {unit} (grad_accum x devices), e.g. data.batch_size="
             f"{-(-batch_size // unit) * unit}, or trainer.grad_accum={fits}",
         )
     n = len(setup.data.x_train)
-    if setup.cfg.data.batch_size > n:
+    if whole_set and setup.cfg.data.batch_size > n:
         raise UserError(
             f"data.batch_size={setup.cfg.data.batch_size} is larger than the training set "
             f"({n} examples)",

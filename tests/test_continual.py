@@ -197,6 +197,7 @@ def test_permuted_stream_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
         (["data.batch_size=400"], "fewer than data.batch_size=400"),
         (["continual.replay_per_batch=0"], "must be positive"),
         (["init_from=/elsewhere"], "init_from= is not supported for continual runs"),
+        (["trainer.grad_accum=7"], "cannot be split into trainer.grad_accum=7"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(

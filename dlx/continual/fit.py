@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from dlx.continual.config import ContinualConfig, parse_config
 from dlx.errors import UserError
-from dlx.setup import Setup
+from dlx.setup import Setup, check_batches
 from dlx.training.loop import LoopState, Phase, evaluate, total_steps, train_loop
 
 
@@ -83,7 +83,7 @@ class StreamFit:
         batch = int(cfg.data.batch_size)
         what = "data.batch_size + continual.replay_per_batch" if c.strategy == "replay" else None
         full = batch + (c.replay_per_batch if c.strategy == "replay" else 0)
-        setup.strategy.check_batch(full, what or "data.batch_size")
+        check_batches(setup, full, what or "data.batch_size", whole_set=False)
         self.buffer = None
         if c.strategy == "replay":
             from dlx.continual.replay import ReservoirBuffer
