@@ -436,5 +436,5 @@ def test_quasi_random_order_covers_every_row_from_few_blocks(tmp_path: Path, arr
     ds = load_dataset({"name": "mapped", "path": str(root), "order": "quasi_random"}, 0)
     assert ds.order_block == 64 and np.all(np.diff(ds.x_train.rows) > 0)
     assert load_dataset({"name": "mapped", "path": str(root)}, 0).order_block == 0
-    with pytest.raises(DataError, match="data.order must be one of random, quasi_random"):
+    with pytest.raises(DataError, match=r"data\.order must be one of random, quasi_random"):
         load_dataset({"name": "mapped", "path": str(root), "order": "blocks"}, 0)

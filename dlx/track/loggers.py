@@ -1,11 +1,12 @@
-"""Metric loggers, selected together with `logger=[jsonl,tensorboard,mlflow]`.
+"""Metric loggers, selected together with `logger=[jsonl,tensorboard,mlflow,wandb]`.
 
 metrics.jsonl is always written (plots, sweeps and tests read it). TensorBoard event files go
 into the run dir itself, so `tensorboard --logdir outputs/` lists every run; they are written
 by tensorboardX (no TensorFlow). MLflow is an optional extra (`pip install 'dlx[mlflow]'`)
 logging to local files: the store `outputs/mlflow.db` (SQLite: MLflow 3 refuses its old
 `file:` store unless MLFLOW_ALLOW_FILE_STORE=true) and artifacts in `outputs/mlartifacts`,
-unless `logger.mlflow.tracking_uri` says otherwise. Only process 0 creates a logger.
+unless `logger.mlflow.tracking_uri` says otherwise. W&B (`dlx[wandb]`) runs offline into the
+run dir by default: dlx/track/wandb_logger.py. Only process 0 creates a logger.
 
 Every logger has the MetricsWriter interface: `write(record)` and `close()`. Records are
 flat dicts with `step`, `epoch` and `split/metric` keys; scalar loggers skip values that are
@@ -24,7 +25,7 @@ from typing import Any
 from dlx.errors import UserError, suggest
 from dlx.track.metrics import MetricsWriter
 
-LOGGERS = ("jsonl", "tensorboard", "mlflow")
+LOGGERS = ("jsonl", "tensorboard", "mlflow", "wandb")
 SKIP = ("step", "epoch")  # the x axis, not a curve
 
 
@@ -40,6 +41,8 @@ def check_loggers(names: Sequence[str]) -> None:
         _require("tensorboardX", "tensorboard", "tensorboardX")
     if "mlflow" in names:
         _require("mlflow", "mlflow", "'dlx[mlflow]'")
+    if "wandb" in names:
+        _require("wandb", "wandb", "'dlx[wandb]'")
 
 
 def _require(module: str, logger: str, package: str) -> None:
@@ -208,6 +211,21 @@ def make_logger(
             loggers.append(tb)
         if "mlflow" in names:
             loggers.append(_mlflow(run_dir, cfg, settings.get("mlflow") or {}, batch))
+        if "wandb" in names:
+            from dlx.track.wandb_logger import WandbLogger
+
+            wb = settings.get("wandb") or {}
+            loggers.append(
+                WandbLogger(
+                    run_dir,
+                    str(wb.get("project") or _select(cfg, "recipe") or "dlx"),
+                    dict(_flatten(_container(cfg))) if cfg is not None else {},
+                    mode=str(wb.get("mode") or "offline"),
+                    entity=wb.get("entity"),
+                    batch_size=batch,
+                    resume_step=resume_step,
+                )
+            )
     except BaseException:
         RunLogger(loggers).close()
         raise
