@@ -143,33 +143,43 @@ def _continual(c: dict[str, Any] | None) -> str:
     return section("Continual learning: accuracy matrix R", "".join(body), id_="continual")
 
 
+def _rows_table(key: str, rows: list[tuple[str | None, dict[str, Any]]]) -> tuple[str, bool]:
+    """A sortable table of the rows' scalar fields; True when some fields were left out."""
+    cols = list(dict.fromkeys(k for _, v in rows for k in v))
+    flat = [c for c in cols if all(not isinstance(v.get(c), dict | list) for _, v in rows)]
+    if not flat:
+        return "", True
+    named = rows[0][0] is not None
+    headers = ["", *flat] if named else flat
+    body = [[*([name] if named else []), *(v.get(c) for c in flat)] for name, v in rows]
+    return f"<h4>{esc(key)}</h4>" + table(headers, body, sortable=True), len(flat) < len(cols)
+
+
 def _json_tables(doc: Any) -> str:
-    """A JSON file shown as tables where it has rows (a list of flat dicts, or a dict of flat
-    dicts), its scalars as a key/value table, the rest as indented JSON."""
+    """A JSON file shown as tables where it has rows (a list of dicts, or a dict of dicts: their
+    scalar fields), its scalars as a key/value table, the rest as indented JSON."""
     if not isinstance(doc, dict):
         return code(json.dumps(doc, indent=1)[:20000])
     scalars, parts, rest = [], [], {}
     for key, value in doc.items():
+        rows: list[tuple[str | None, dict[str, Any]]] = []
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            cols = list(dict.fromkeys(k for v in value for k in v))
-            if all(not isinstance(v.get(c), dict | list) for v in value for c in cols):
-                rows = [[v.get(c) for c in cols] for v in value]
-                parts.append(f"<h4>{esc(key)}</h4>" + table(cols, rows, sortable=True))
-                continue
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            cols = list(dict.fromkeys(k for v in value.values() for k in v))
-            if all(not isinstance(v.get(c), dict | list) for v in value.values() for c in cols):
-                rows = [[name, *[v.get(c) for c in cols]] for name, v in value.items()]
-                parts.append(f"<h4>{esc(key)}</h4>" + table(["", *cols], rows, sortable=True))
-                continue
-        if isinstance(value, dict | list):
+            rows = [(None, v) for v in value]
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            rows = [(str(k), v) for k, v in value.items()]
+        if rows:
+            html_, partial = _rows_table(key, rows)
+            parts.append(html_)
+            if partial:
+                rest[key] = value
+        elif isinstance(value, dict | list):
             rest[key] = value
         else:
             scalars.append((key, value))
     out = (kv_table(scalars) if scalars else "") + "".join(parts)
     if rest:
         text = json.dumps(rest, indent=1)
-        out += f"<details><summary>more</summary>{code(text[:20000])}</details>"
+        out += f"<details><summary>the rest (JSON)</summary>{code(text[:20000])}</details>"
     return out
 
 

@@ -12,6 +12,12 @@
     return String(Number(v.toPrecision(Math.abs(v) < 1 ? 4 : 6)));
   }
 
+  function tick(v) {  // axis labels: short
+    if (v === null || v === undefined) return "";
+    if (v !== 0 && (Math.abs(v) >= 1e5 || Math.abs(v) < 1e-3)) return v.toExponential(1);
+    return String(Number(v.toPrecision(4)));
+  }
+
   // ----- charts
   function seriesOpts(s) {
     var o = {
@@ -36,7 +42,7 @@
       scales: { x: { time: false } },
       series: [{ label: spec.xlabel, value: function (u, v) { return fmt(v); } }].concat(
         spec.series.map(seriesOpts)),
-      axes: [{ label: spec.xlabel }, { size: 60, values: function (u, vs) { return vs.map(fmt); } }],
+      axes: [{ label: spec.xlabel }, { size: 64, values: function (u, vs) { return vs.map(tick); } }],
       legend: { live: true },
       cursor: { points: { size: 6 } },
     };
