@@ -172,7 +172,8 @@ def digits_run(cli, tmp_path_factory) -> Path:
 
 
 def test_dlx_explain_writes_grids(cli, digits_run: Path) -> None:
-    result = cli("explain", str(digits_run), "--n", "6", "--steps", "32")
+    only = ("--methods", "saliency,ig", "--no-faithfulness", "--no-sanity")  # as before #17
+    result = cli("explain", str(digits_run), "--n", "6", "--steps", "32", *only)
     assert result.exit_code == 0, result.output
     out = digits_run / "explain"
     for name in ("saliency.png", "integrated_gradients.png"):
@@ -190,3 +191,80 @@ def test_dlx_explain_writes_grids(cli, digits_run: Path) -> None:
 def test_dlx_explain_errors(cli, tmp_path: Path) -> None:
     result = cli("explain", str(tmp_path / "missing"))
     assert result.exit_code == 2 and "no such run directory" in result.output
+
+
+def test_dlx_explain_faithfulness_and_sanity(cli, digits_run: Path) -> None:
+    """Every method's map, deletion/insertion AUC vs random and the randomisation check land
+    in explain/summary.json; the numbers are recomputed here from attributions.npz."""
+    result = cli(
+        "explain",
+        str(digits_run),
+        "--n",
+        "8",
+        "--steps",
+        "16",
+        "--samples",
+        "8",
+        "--faith-steps",
+        "8",
+        "--patch",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    out = digits_run / "explain"
+    for name in ("methods.png", "faithfulness.png", "sanity.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+    summary = json.loads((out / "summary.json").read_text())
+    methods = summary["methods"]
+    assert list(methods) == [
+        "saliency",
+        "integrated_gradients",
+        "smoothgrad",
+        "gradcam",
+        "occlusion",
+    ]
+    assert methods["gradcam"]["layer"] == "Conv_1" and methods["occlusion"]["patch"] == 2
+    arrays = np.load(out / "attributions.npz")
+    fractions = arrays["faith_fractions"]
+    assert fractions.shape == (9,) and fractions[0] == 0 and fractions[-1] == 1
+    for name, e in methods.items():
+        assert e["n"] == 8 and arrays[f"map_{name}"].shape == (8, 8, 8)
+        assert e["deletion_auc"] == pytest.approx(
+            np.trapezoid(arrays[f"deletion_{name}"], fractions)
+        )
+        assert e["random_deletion_auc"] == summary["faithfulness"]["random_deletion_auc"]
+        assert e["deletion_vs_random"] == pytest.approx(
+            e["random_deletion_auc"] - e["deletion_auc"]
+        )
+        assert e["seconds_total"] >= e["seconds"] >= 0
+    # the sanity check's correlation, straight from the saved maps
+    from dlx.explain.sanity import spearman
+
+    for name, e in methods.items():
+        a, b = arrays[f"map_{name}"], arrays[f"random_map_{name}"]
+        rho = spearman(a, b).mean()
+        assert e["rank_correlation_random_model"] == pytest.approx(rho, abs=1e-9)
+        try:
+            from scipy.stats import spearmanr
+        except ImportError:
+            continue
+        want = np.mean(
+            [np.nan_to_num(spearmanr(a[i].ravel(), b[i].ravel())[0]) for i in range(len(a))]
+        )
+        assert rho == pytest.approx(want, abs=1e-6)
+    assert summary["faithfulness"]["most_faithful"] in methods
+
+
+def test_dlx_explain_bad_options(cli, digits_run: Path) -> None:
+    cases = [
+        (("--methods", "saliency,gradcams"), "unknown explain method 'gradcams'"),
+        (("--patch", "9"), "--patch 9 is larger than the 8x8 images"),
+        (("--layer", "Conv_7"), "Conv_0, Conv_1"),
+        (("--layer", "Dense_0"), "spatial"),
+        (("--noise", "0"), "--noise must be > 0"),
+        (("--methods", "saliency", "--layer", "Conv_0"), "--layer is Grad-CAM's layer"),
+    ]
+    for args, text in cases:
+        result = cli("explain", str(digits_run), "--n", "2", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert text in result.output and "Traceback" not in result.output, result.output

@@ -8,16 +8,23 @@ from pathlib import Path
 
 from dlx.errors import UserError
 from dlx.explain import Explained, explain_model
+from dlx.explain.suite import Options, parse_methods
+
+__all__ = ["Options", "explain_run", "parse_methods"]
 
 
 def explain_run(
     path: str | Path,
-    n: int = 16,
+    n: int = 32,
     steps: int = 64,
     overrides: Sequence[str] = (),
     kind: str = "best",
+    options: Options | None = None,
 ) -> Explained:
-    """Load the run's `kind` checkpoint and write the figures that fit its model and data."""
+    """Load the run's `kind` checkpoint and write the figures that fit its model and data
+    (`options`: the image methods, faithfulness and sanity check; see dlx.explain.suite)."""
+    options = options or Options()
+    options.check()
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}", hint="e.g. --n 16")
     if steps < 1:
@@ -44,4 +51,5 @@ def explain_run(
         steps=steps,
         title=f"{what}, {kind} checkpoint, step {run.step}",
         info=info,
+        options=options,
     )

@@ -5,6 +5,11 @@
 - sequence classifiers (RNN, 1-D CNN, Transformer on float sequences):
   time_attribution.png (integrated gradients summed per time step);
 - Transformers: attention_layer<i>.png (every head of layer i, for the first test input);
+- image classifiers, besides: SmoothGrad, Grad-CAM and occlusion (dlx/explain/methods.py),
+  every method's map side by side (methods.png), deletion/insertion curves and their AUC
+  against random rankings (faithfulness.png, dlx/explain/faithfulness.py), the
+  model-randomisation sanity check (sanity.png, dlx/explain/sanity.py), all in summary.json
+  (dlx/explain/suite.py runs them);
 - always: attributions.npz (the arrays behind the figures) and explain.json (what was done).
 
 Attributions are of the predicted class's logit. The integrated-gradients baseline is a black
@@ -28,6 +33,8 @@ from dlx.errors import UserError
 MAX_TOKENS = 48  # positions shown in a language model's attention maps
 IG_TOLERANCE = 0.01  # completeness: |sum(attr) - (f(x) - f(b))| <= 1% of |f(x) - f(b)|
 IG_MAX_REFINE = 16  # steps are doubled up to 16x the requested count to get there
+MAX_GRID = 16  # examples drawn in saliency.png and integrated_gradients.png
+METHODS_NONE: tuple[str, ...] = ()
 
 
 @dataclass
@@ -46,15 +53,21 @@ def explain_model(
     steps: int = 64,
     title: str = "",
     info: dict[str, Any] | None = None,
+    options: Any = None,
 ) -> Explained:
-    """The figures for a Flax `model` with `params` on `data`'s first `n` test examples."""
+    """The figures for a Flax `model` with `params` on `data`'s first `n` test examples
+    (`options`: a dlx.explain.suite.Options for the image methods and checks)."""
+    from dlx.explain.suite import Options
+
+    options = options or Options()
+    options.check()
     res = Explained(Path(out_dir))
     res.out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     info = dict(info or {})
     if data.task == "classify":
         x, y = data.x_test[:n], data.y_test[:n]
-        _attributions(res, model, params, data, x, y, steps, title, arrays, info)
+        _attributions(res, model, params, data, x, y, steps, title, arrays, info, options)
     maps = _attention(res, model, params, data, title, arrays)
     if maps:
         info["attention_layers"] = maps
@@ -84,8 +97,11 @@ def _attributions(
     title: str,
     arrays: dict,
     info: dict,
+    options: Any,
 ) -> None:
-    from dlx.explain import figures
+    import time
+
+    from dlx.explain import figures, suite
     from dlx.explain.attribution import (
         IntegratedGradients,
         completeness,
@@ -99,50 +115,91 @@ def _attributions(
         arrays.update(x=x, true=y, pred=logits.argmax(-1).astype(np.int32))
         res.notes.append("inputs are token ids: no input gradients (attention maps only)")
         return
+    image = len(data.input_shape) == 3
+    if not image and options.methods and set(options.methods) - {"integrated_gradients"}:
+        raise UserError(
+            f"--methods {','.join(options.methods)}: only integrated gradients apply to "
+            f"sequence inputs {tuple(data.input_shape)}; the other methods need images",
+            hint="leave --methods out for sequence models",
+        )
+    t0 = time.perf_counter()
     logits, sal = predict_with_saliency(model.apply, params, x)
+    seconds = {"saliency": time.perf_counter() - t0}
     pred = logits.argmax(-1).astype(np.int32)
     arrays.update(x=x, true=y, pred=pred)
-    score = logit_score(model.apply, params)
-    image = len(data.input_shape) == 3
-    baseline = float(data.x_train.min()) if image else 0.0
-    max_steps = steps * IG_MAX_REFINE
-    integrated_gradients = IntegratedGradients(score)
-    while True:  # a curved path (e.g. LayerNorm near the baseline) needs finer steps
-        ig = integrated_gradients(x, pred, baseline, steps)
-        total, delta = completeness(score, x, pred, baseline, ig)
-        rel = float(np.max(np.abs(total - delta) / np.maximum(np.abs(delta), 1e-6)))
-        if rel <= IG_TOLERANCE or steps >= max_steps:
-            break
-        steps *= 2
-    arrays.update(saliency=sal, integrated_gradients=ig, ig_sum=total, ig_delta=delta)
-    info.update(n=len(x), ig_steps=steps, ig_baseline=baseline, ig_max_relative_gap=rel)
-    res.notes.append(
-        f"integrated gradients: attributions sum to f(x) - f(baseline) within "
-        f"{100 * rel:.2f}% ({steps} steps)"
-    )
+    wanted, layer = (METHODS_NONE, None)
     if image:
-        res.files.append(
-            figures.image_grid(
-                res.out_dir / "saliency.png",
-                x,
-                sal,
-                pred,
-                y,
-                f"saliency |d logit / d x| - {title}",
-                signed=False,
-            )
+        wanted, layer = suite.resolve(options, model, params, x, res.notes)
+    score = logit_score(model.apply, params)
+    baseline = float(data.x_train.min()) if image else 0.0
+    rel = None
+    if not image or "integrated_gradients" in wanted:
+        t0 = time.perf_counter()
+        max_steps = steps * IG_MAX_REFINE
+        integrated_gradients = IntegratedGradients(score)
+        while True:  # a curved path (e.g. LayerNorm near the baseline) needs finer steps
+            ig = integrated_gradients(x, pred, baseline, steps)
+            total, delta = completeness(score, x, pred, baseline, ig)
+            rel = float(np.max(np.abs(total - delta) / np.maximum(np.abs(delta), 1e-6)))
+            if rel <= IG_TOLERANCE or steps >= max_steps:
+                break
+            steps *= 2
+        seconds["integrated_gradients"] = time.perf_counter() - t0
+        arrays.update(integrated_gradients=ig, ig_sum=total, ig_delta=delta)
+        info.update(ig_steps=steps, ig_baseline=baseline, ig_max_relative_gap=rel)
+        res.notes.append(
+            f"integrated gradients: attributions sum to f(x) - f(baseline) within "
+            f"{100 * rel:.2f}% ({steps} steps)"
         )
-        res.files.append(
-            figures.image_grid(
-                res.out_dir / "integrated_gradients.png",
-                x,
-                ig,
-                pred,
-                y,
-                f"integrated gradients ({steps} steps, black baseline) - {title}",
-                signed=True,
+    arrays.update(saliency=sal)
+    info.update(n=len(x))
+    if image:
+        shown = slice(0, MAX_GRID)
+        if "saliency" in wanted:
+            res.files.append(
+                figures.image_grid(
+                    res.out_dir / "saliency.png",
+                    x[shown],
+                    sal[shown],
+                    pred[shown],
+                    y[shown],
+                    f"saliency |d logit / d x| - {title}",
+                    signed=False,
+                )
             )
+        if "integrated_gradients" in wanted:
+            res.files.append(
+                figures.image_grid(
+                    res.out_dir / "integrated_gradients.png",
+                    x[shown],
+                    ig[shown],
+                    pred[shown],
+                    y[shown],
+                    f"integrated gradients ({steps} steps, black baseline) - {title}",
+                    signed=True,
+                )
+            )
+        done = {"saliency": (sal, seconds["saliency"])}
+        if "integrated_gradients" in wanted:
+            done["integrated_gradients"] = (ig, seconds["integrated_gradients"])
+        summary = suite.run_suite(
+            res,
+            model,
+            params,
+            data,
+            x,
+            y,
+            pred,
+            options,
+            wanted,
+            layer,
+            done,
+            (baseline, steps),
+            title,
+            arrays,
         )
+        summary["run"] = {k: info[k] for k in ("run_dir", "checkpoint", "step") if k in info}
+        res.files.append(suite.write_summary(res.out_dir, summary))
     elif len(data.input_shape) == 2:
         step_ig = per_step(ig)
         arrays["time_attribution"] = step_ig

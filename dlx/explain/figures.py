@@ -145,3 +145,126 @@ def attention_grid(path: Path, weights: np.ndarray, labels: Sequence[str], title
     fig.suptitle(title, fontsize=10)
     fig.savefig(path)
     return path
+
+
+LABELS = {
+    "saliency": "saliency",
+    "integrated_gradients": "integrated gradients",
+    "smoothgrad": "SmoothGrad",
+    "gradcam": "Grad-CAM",
+    "occlusion": "occlusion",
+}
+
+
+def _show_map(ax: Any, m: np.ndarray, signed: bool) -> None:
+    if signed:
+        lim = float(np.abs(m).max()) or 1.0
+        ax.imshow(m, cmap="bwr", vmin=-lim, vmax=lim)
+    else:
+        ax.imshow(m, cmap="hot", vmin=0.0)
+
+
+def _bare(ax: Any) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def methods_grid(
+    path: Path,
+    x: np.ndarray,
+    maps: dict[str, np.ndarray],
+    signed: Sequence[str] | frozenset,
+    pred: np.ndarray,
+    true: np.ndarray,
+    title: str,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """One row per example: the input, then each method's (H, W) map (signed ones red/blue on
+    a symmetric scale, the others 'hot'), each scaled per example."""
+    names = list(maps)
+    n, cols = len(x), len(names) + 1
+    fig = _figure(1.7 * cols, 1.75 * n + 0.5)
+    for i in range(n):
+        ax = fig.add_subplot(n, cols, i * cols + 1)
+        _show_input(ax, x[i])
+        _label(ax, int(pred[i]), int(true[i]), class_names)
+        _bare(ax)
+        for j, name in enumerate(names):
+            ax = fig.add_subplot(n, cols, i * cols + j + 2)
+            _show_map(ax, maps[name][i], name in signed)
+            if i == 0:
+                ax.set_title(LABELS.get(name, name), fontsize=8)
+            _bare(ax)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path)
+    return path
+
+
+def faithfulness_curves(
+    path: Path,
+    fractions: np.ndarray,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    random: tuple[np.ndarray, np.ndarray],
+    title: str,
+) -> Path:
+    """Deletion (left) and insertion (right): mean probability of the explained class against
+    the fraction of pixels removed / inserted, one line per method (AUC in the legend), random
+    rankings dashed."""
+    fig = _figure(10.0, 4.0)
+    for k, mode in enumerate(("deletion", "insertion")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for name, pair in curves.items():
+            auc = float(np.trapezoid(pair[k], fractions))
+            ax.plot(fractions, pair[k], lw=1.6, label=f"{LABELS.get(name, name)} ({auc:.3f})")
+        auc = float(np.trapezoid(random[k], fractions))
+        ax.plot(fractions, random[k], "k--", lw=1.4, label=f"random ({auc:.3f})")
+        ax.set_xlabel(f"fraction of pixels {'removed' if k == 0 else 'inserted'}", fontsize=8)
+        ax.set_ylabel("probability of the explained class", fontsize=8)
+        ax.set_title(f"{mode} (AUC: {'lower' if k == 0 else 'higher'} is better)", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path)
+    return path
+
+
+def sanity_grid(
+    path: Path,
+    x: np.ndarray,
+    trained: dict[str, np.ndarray],
+    random: dict[str, np.ndarray],
+    rho: dict[str, float],
+    signed: Sequence[str] | frozenset,
+    title: str,
+) -> Path:
+    """One row per method: for each example its map under the trained weights, then under
+    random weights; the method's mean rank correlation in the row title."""
+    names = [k for k in trained if k in random]
+    n = len(x)
+    rows, cols = len(names), 1 + 2 * n
+    fig = _figure(1.5 * cols, 1.7 * max(rows, 1) + 0.5)
+    for r, name in enumerate(names):
+        for i in range(n):
+            if i == 0:
+                ax = fig.add_subplot(rows, cols, r * cols + 1)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{LABELS.get(name, name)}\nrho = {rho[name]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                )
+                ax.axis("off")
+            for k, (what, m) in enumerate((("trained", trained), ("random", random))):
+                ax = fig.add_subplot(rows, cols, r * cols + 2 + 2 * i + k)
+                _show_map(ax, m[name][i], name in signed)
+                if r == 0:
+                    ax.set_title(f"#{i} {what}", fontsize=7)
+                _bare(ax)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path)
+    return path
