@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dlx.errors import UserError, suggest
-from dlx.track.metrics import MetricsWriter
+from dlx.track.metrics import MetricsWriter, scalars
 
 LOGGERS = ("jsonl", "tensorboard", "mlflow", "wandb")
-SKIP = ("step", "epoch")  # the x axis, not a curve
 
 
 def check_loggers(names: Sequence[str]) -> None:
@@ -53,22 +52,6 @@ def _require(module: str, logger: str, package: str) -> None:
             f"logger={logger} needs the Python package '{module}', which is not installed",
             hint=f"pip install {package}, or drop it: logger=[jsonl]",
         )
-
-
-def scalars(
-    record: Mapping[str, Any], batch_size: int | None = None
-) -> Iterator[tuple[str, float]]:
-    """(tag, value) for every numeric metric of a record; adds train/step_time_s (seconds per
-    step, batch / samples per second) when the record has throughput but no step time."""
-    for key, value in record.items():
-        if key in SKIP or key.endswith("/count"):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        yield key, float(value)
-    sps = record.get("train/samples_per_sec")
-    if batch_size and "train/step_time_s" not in record and isinstance(sps, int | float) and sps:
-        yield "train/step_time_s", batch_size / float(sps)
 
 
 class TensorBoardLogger:

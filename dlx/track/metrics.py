@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +26,22 @@ class MetricsWriter:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+SKIP = ("step", "epoch")  # the x axis, not a curve
+
+
+def scalars(
+    record: Mapping[str, Any], batch_size: int | None = None
+) -> Iterator[tuple[str, float]]:
+    """(tag, value) for every numeric metric of a record; adds train/step_time_s (seconds per
+    step, batch / samples per second) when the record has throughput but no step time."""
+    for key, value in record.items():
+        if key in SKIP or key.endswith("/count"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        yield key, float(value)
+    sps = record.get("train/samples_per_sec")
+    if batch_size and "train/step_time_s" not in record and isinstance(sps, int | float) and sps:
+        yield "train/step_time_s", batch_size / float(sps)

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dlx.track.metrics import scalars
+
 MODES = ("offline", "online", "disabled")
 
 
@@ -69,8 +71,6 @@ class WandbLogger:
         link.write_text(json.dumps({"id": run_id, "project": project, "mode": mode}) + "\n")
 
     def write(self, record: Mapping[str, Any]) -> None:
-        from dlx.track.loggers import scalars
-
         step = int(record.get("step", 0))
         values = {k: v for k, v in scalars(record, self.batch_size) if math.isfinite(v)}
         if not values or step < self.last_step:  # W&B steps only go forward
