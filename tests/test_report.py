@@ -377,3 +377,16 @@ def test_the_wheel_carries_the_vendored_chart_library() -> None:
     for name in ("uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE"):
         assert f"dlx/report/vendor/{name}" in files
     assert {"dlx/report/static/report.js", "dlx/report/static/report.css"} <= files
+
+
+def test_a_continual_runs_per_task_curves_share_one_chart(runs) -> None:
+    from dlx.report.collect import collect_run
+    from dlx.report.html import render_run
+
+    run = collect_run(runs["first"])
+    for task in range(3):
+        run["series"][f"test/task{task}_accuracy"] = [(4, 0.5 + task / 10), (8, 0.6)]
+    *_, data = render_run(run, "now")
+    (chart,) = [c for c in data["charts"] if c["title"] == "accuracy per task"]
+    assert [s["label"] for s in chart["series"]] == [f"test/task{t}_accuracy" for t in range(3)]
+    assert not any(c["title"].startswith("task") for c in data["charts"])

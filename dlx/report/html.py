@@ -5,11 +5,12 @@ page's inline JSON; tables, images and the rest are plain HTML."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlx.report.collect import aligned, curve_names, run_label
+from dlx.report.collect import SPLITS, aligned, curve_names, run_label
 from dlx.report.page import (
     cell,
     chart_div,
@@ -59,13 +60,34 @@ def _chart(
 def _run_curves(run: dict[str, Any], charts: list[dict[str, Any]]) -> str:
     s = run["series"]
     out = []
-    for name in curve_names(list(s)):
+    names = curve_names(list(s))
+    # A continual run's per-task metrics (task0_accuracy, task1_accuracy, ...): one chart per
+    # metric with a line per task, not a chart per task.
+    per_task: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        if m := re.fullmatch(r"task(\d+)_(.+)", name):
+            per_task.setdefault(m.group(2), []).append((int(m.group(1)), name))
+    for name in names:
+        if re.fullmatch(r"task\d+_.+", name):
+            continue
         lines = [
             (f"train/{name}", s.get(f"train/{name}", []), {"color": color(0), "style": "line"}),
             (f"val/{name}", s.get(f"val/{name}", []), {"color": color(1), "style": "linepoints"}),
             (f"test/{name}", s.get(f"test/{name}", []), {"color": color(2), "style": "points"}),
         ]
         out.append(_chart(charts, name, lines))
+    for metric, tasks in per_task.items():
+        lines = [
+            (
+                f"{split}/{name}",
+                s.get(f"{split}/{name}", []),
+                {"color": color(i), "style": "linepoints"},
+            )
+            for i, (_, name) in enumerate(sorted(tasks))
+            for split in SPLITS
+            if s.get(f"{split}/{name}")
+        ]
+        out.append(_chart(charts, f"{metric} per task", lines))
     if s.get("train/samples_per_sec"):
         style = {"color": color(4), "style": "line"}
         out.append(
