@@ -70,7 +70,9 @@ def resolve(paths: Sequence[str | Path]) -> tuple[str, list[Path]]:
         elif found := find_runs(p):
             runs.extend(found)
         else:
-            raise UserError(f"{p} holds no run (no summary.json) and is no sweep dir", hint=HINT)
+            inner = sorted(m.parent for m in p.glob("**/sweep.yaml") if is_sweep_dir(m.parent))
+            hint = f"it holds sweep dirs: dlx report {inner[0]}" if inner else HINT
+            raise UserError(f"{p} holds no run (no summary.json) and is no sweep dir", hint=hint)
     if sweeps:
         if len(sweeps) > 1 or runs:
             raise UserError(
