@@ -2,8 +2,10 @@
 
 - SmoothGrad (Smilkov et al. 2017): the input gradient of the target logit averaged over
   `samples` copies of x with Gaussian noise of standard deviation sigma added.
-- Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A^k) where A is a conv layer's output
-  and alpha_k the spatial mean of d logit / d A^k, bilinearly upsampled to the input. The
+- Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A^k) where A is a conv layer's output,
+  rectified (a flax Conv has no activation: A = ReLU(conv output), the maps the next layer
+  sees in a conv-ReLU CNN), and alpha_k the spatial mean of d logit / d (conv output)_k,
+  bilinearly upsampled to the input. The
   layer's output is reached with `flax.linen.intercept_methods`: its __call__ is wrapped to add
   a zero array to what it returns, and the gradient with respect to that array is the gradient
   with respect to the activation. Nothing in the model has to be written for it.
@@ -184,7 +186,9 @@ def gradcam_fn(model: nn.Module, layer: str) -> Callable[..., tuple[jnp.ndarray,
 
         grad, a = jax.grad(logit, has_aux=True)(jnp.zeros(shape.shape, shape.dtype))
         alpha = grad.mean(axis=(1, 2))  # (n, C): the channels' weights
-        low = jax.nn.relu(jnp.einsum("nhwc,nc->nhw", a, alpha))
+        # the rectified maps: a flax Conv has no activation of its own, and its raw output's
+        # negative part (zeroed by the ReLU after it in a CNN) would cancel the positive one
+        low = jax.nn.relu(jnp.einsum("nhwc,nc->nhw", jax.nn.relu(a), alpha))
         high = jax.image.resize(low, (x.shape[0], *x.shape[1:3]), "bilinear")
         return low, high
 

@@ -46,14 +46,16 @@ class Options:
         """Errors that need no model: before anything is loaded."""
         if not self.noise > 0:
             raise UserError(f"--noise must be > 0, got {self.noise}", hint="e.g. --noise 0.15")
-        for flag, value in (
-            ("--samples", self.samples),
-            ("--patch", self.patch),
-            ("--stride", self.stride),
-            ("--faith-steps", self.faith_steps),
+        for flag, value, example in (
+            ("--samples", self.samples, 32),
+            ("--patch", self.patch, 4),
+            ("--stride", self.stride, 2),
+            ("--faith-steps", self.faith_steps, 20),
         ):
             if value is not None and value < 1:
-                raise UserError(f"{flag} must be at least 1, got {value}", hint=f"e.g. {flag} 4")
+                raise UserError(
+                    f"{flag} must be at least 1, got {value}", hint=f"e.g. {flag} {example}"
+                )
 
 
 def parse_methods(text: str | None) -> tuple[str, ...] | None:
