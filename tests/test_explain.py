@@ -268,3 +268,10 @@ def test_dlx_explain_bad_options(cli, digits_run: Path) -> None:
         result = cli("explain", str(digits_run), "--n", "2", *args)
         assert result.exit_code == 2, (args, result.output)
         assert text in result.output and "Traceback" not in result.output, result.output
+    # a later, narrower run leaves no figure of the earlier one behind
+    assert (digits_run / "explain" / "sanity.png").exists()
+    result = cli("explain", str(digits_run), "--n", "2", "--methods", "saliency", "--no-sanity")
+    assert result.exit_code == 0, result.output
+    left = {p.name for p in (digits_run / "explain").iterdir()}
+    assert {"saliency.png", "methods.png", "faithfulness.png", "summary.json"} <= left
+    assert not {"sanity.png", "integrated_gradients.png"} & left

@@ -79,11 +79,34 @@ def explain_model(
             hint="explain covers image and sequence classifiers (gradients) and Transformers "
             "(attention maps)",
         )
+    _drop_stale(res)
     np.savez(res.out_dir / "attributions.npz", **arrays)
     info["files"] = [p.name for p in res.files]
     info["notes"] = res.notes
     (res.out_dir / "explain.json").write_text(json.dumps(info, indent=2) + "\n")
     return res
+
+
+WRITTEN = (  # what explain writes: a file of these not written this time is an older run's
+    "saliency.png",
+    "integrated_gradients.png",
+    "methods.png",
+    "faithfulness.png",
+    "sanity.png",
+    "summary.json",
+    "time_attribution.png",
+)
+
+
+def _drop_stale(res: Explained) -> None:
+    """Remove figures an earlier `dlx explain` (other methods or checks) left in out_dir, so
+    the folder shows this run only; done once this one succeeded."""
+    fresh = {p.name for p in res.files}
+    old = [res.out_dir / name for name in WRITTEN]
+    old += list(res.out_dir.glob("attention_layer*.png"))
+    for path in old:
+        if path.name not in fresh and path.is_file():
+            path.unlink()
 
 
 def _attributions(

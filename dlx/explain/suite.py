@@ -270,7 +270,11 @@ def run_suite(
         )
     if opts.sanity:
         t0 = time.perf_counter()
-        fresh = random_params(model, params, x)
+        try:
+            fresh = random_params(model, params, x)
+        except Exception as err:  # a user model whose init wants more than x: no check
+            res.notes.append(f"sanity check skipped: cannot re-initialise the model ({err})")
+            return _totals(summary, entry)
         stages = cascade_params(params, fresh) if opts.cascade else [("all layers", fresh)]
         random_maps = {}
         for stage, p in stages:
@@ -307,6 +311,10 @@ def run_suite(
                 f"trained vs randomly initialised weights - {title}",
             )
         )
+    return _totals(summary, entry)
+
+
+def _totals(summary: dict, entry: dict) -> dict:
     for e in entry.values():
         e["seconds_total"] = round(
             sum(e.get(k, 0.0) for k in ("seconds", "faithfulness_seconds", "sanity_seconds")), 3
