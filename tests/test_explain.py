@@ -262,6 +262,7 @@ def test_dlx_explain_bad_options(cli, digits_run: Path) -> None:
         (("--layer", "Conv_7"), "Conv_0, Conv_1"),
         (("--layer", "Dense_0"), "spatial"),
         (("--noise", "0"), "--noise must be > 0"),
+        (("--faith-patch", "3"), "--faith-patch 3 does not tile the 8x8 images"),
         (("--methods", "saliency", "--layer", "Conv_0"), "--layer is Grad-CAM's layer"),
     ]
     for args, text in cases:

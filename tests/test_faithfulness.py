@@ -242,3 +242,25 @@ def test_parse_methods() -> None:
     with pytest.raises(UserError) as err:
         parse_methods("saliency,smoothgrads")
     assert "smoothgrad" in str(err.value) and "--methods" in err.value.hint
+
+
+def test_patch_ranks_move_whole_squares() -> None:
+    from dlx.explain.faithfulness import patch_ranks
+
+    m = np.zeros((1, 4, 4))
+    m[0, 2:, :2] = 1.0  # the bottom-left 2x2 square first
+    ranks = patch_ranks(m, 2).reshape(4, 4)
+    assert (ranks[2:, :2] == 0).all() and sorted(np.unique(ranks)) == [0, 1, 2, 3]
+
+    def logits(inp):
+        s = inp[:, 2:, :2, 0].sum((1, 2))
+        return jnp.stack([s, -s], -1)
+
+    x = np.ones((1, 4, 4, 1), np.float32)
+    faith = Faithfulness(logits, steps=4, patch=2)
+    curves = faith.both(x, ranks.reshape(1, -1), np.zeros(1, np.int32), np.zeros(1, np.int32))
+    np.testing.assert_allclose(curves["deletion"].fractions, [0, 0.25, 0.5, 0.75, 1])
+    assert curves["deletion"].prob[1] == pytest.approx(0.5)  # the one square that counts
+    assert curves["insertion"].prob[1] == pytest.approx(1 / (1 + np.exp(-8.0)), rel=1e-5)
+    rnd = faith.random(x, np.zeros(1, np.int32), np.zeros(1, np.int32), seeds=2)
+    assert rnd["deletion"].prob.shape == (5,)

@@ -1,6 +1,7 @@
 """Deletion and insertion curves (Petsiuk et al. 2018) of an attribution map, and their AUC.
 
-Pixels are ranked by the map (most important first; ties in random order). Deletion sets the
+Pixels (or patch x patch squares, by their mean) are ranked by the map (most important
+first; ties in random order). Deletion sets the
 top k% to the baseline (0: the mean of standardised data) and follows the model's probability
 of the explained class as k goes 0 -> 100%; insertion starts from the baseline image and puts
 the top k% back. A faithful map makes deletion fall fast (low AUC) and insertion rise fast
@@ -53,13 +54,33 @@ def random_ranks(n: int, pixels: int, seed: int) -> np.ndarray:
     return np.stack([rng.permutation(pixels) for _ in range(n)])
 
 
+def patch_ranks(importance: np.ndarray, patch: int, seed: int = 0) -> np.ndarray:
+    """(n, H, W) -> (n, H*W): each pixel gets the rank of its patch x patch square (ranked by
+    the square's mean importance), so whole squares are removed together. H and W must be
+    multiples of patch; patch 1 is pixel_ranks."""
+    if patch == 1:
+        return pixel_ranks(importance, seed)
+    n, h, w = importance.shape
+    pooled = importance.reshape(n, h // patch, patch, w // patch, patch).mean((2, 4))
+    return expand(pixel_ranks(pooled, seed).reshape(n, h // patch, w // patch), patch)
+
+
+def expand(unit_ranks: np.ndarray, patch: int) -> np.ndarray:
+    """(n, h, w) ranks of squares -> (n, h*patch * w*patch) ranks of their pixels."""
+    big = unit_ranks.repeat(patch, axis=1).repeat(patch, axis=2)
+    return big.reshape(len(big), -1)
+
+
 class Faithfulness:
     """Deletion/insertion curves for one model: one compiled program per step, reused for
     every method and random seed."""
 
-    def __init__(self, logits: Logits, steps: int = 20, baseline: float = 0.0) -> None:
+    def __init__(
+        self, logits: Logits, steps: int = 20, baseline: float = 0.0, patch: int = 1
+    ) -> None:
         self.steps = steps
         self.baseline = baseline
+        self.patch = patch  # the unit removed: a pixel, or a patch x patch square
 
         @jax.jit
         def probe(x, ranks, target, y, count, insert):
@@ -79,7 +100,7 @@ class Faithfulness:
     def curves(self, x: Any, ranks: np.ndarray, target: Any, y: Any, insert: bool) -> Curves:
         x, ranks = jnp.asarray(x), jnp.asarray(ranks)
         target, y = jnp.asarray(target), jnp.asarray(y)
-        pixels = ranks.shape[1]
+        pixels = ranks.shape[1] // self.patch**2  # units: pixels or squares
         counts = self.counts(pixels)
         out = [self._probe(x, ranks, target, y, int(c), insert) for c in counts]
         prob, acc = (np.array([float(o[i]) for o in out]) for i in range(2))
@@ -93,8 +114,14 @@ class Faithfulness:
 
     def random(self, x: Any, target: Any, y: Any, seeds: int = 3) -> dict[str, Curves]:
         """The curves of random rankings, averaged over `seeds` seeds."""
-        n, pixels = len(x), int(np.prod(np.shape(x)[1:3]))
-        runs = [self.both(x, random_ranks(n, pixels, s), target, y) for s in range(seeds)]
+        n, (h, w) = len(x), np.shape(x)[1:3]
+        units = (h // self.patch, w // self.patch)
+
+        def ranks(s: int) -> np.ndarray:
+            r = random_ranks(n, units[0] * units[1], s)
+            return expand(r.reshape(n, *units), self.patch) if self.patch > 1 else r
+
+        runs = [self.both(x, ranks(s), target, y) for s in range(seeds)]
         return {
             mode: Curves(
                 runs[0][mode].fractions,

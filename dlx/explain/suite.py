@@ -37,6 +37,7 @@ class Options:
     patch: int | None = None  # occlusion patch side; None: about 1/7 of the image side
     stride: int | None = None  # occlusion stride; None: half the patch
     faith_steps: int = 20  # points of the deletion/insertion curves (after 0)
+    faith_patch: int = 1  # the unit removed/inserted: pixels (1) or patch x patch squares
     random_seeds: int = 3  # random rankings averaged for the reference curves
     faithfulness: bool = True
     sanity: bool = True
@@ -51,6 +52,7 @@ class Options:
             ("--patch", self.patch, 4),
             ("--stride", self.stride, 2),
             ("--faith-steps", self.faith_steps, 20),
+            ("--faith-patch", self.faith_patch, 2),
         ):
             if value is not None and value < 1:
                 raise UserError(
@@ -130,6 +132,13 @@ def resolve(opts: Options, model: Any, params: Any, x: np.ndarray, notes: list[s
     wanted = opts.methods or METHODS
     if "occlusion" in wanted:
         occlusion_geometry(opts, *np.shape(x)[1:3])  # a patch larger than the image: say so now
+    h, w = np.shape(x)[1:3]
+    if opts.faithfulness and (h % opts.faith_patch or w % opts.faith_patch):
+        fits = [p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]
+        raise UserError(
+            f"--faith-patch {opts.faith_patch} does not tile the {h}x{w} images",
+            hint=f"use one of {', '.join(map(str, fits))}",
+        )
     layer = None
     if "gradcam" in wanted:
         layers = model_layers(model, params, x)
@@ -167,7 +176,7 @@ def run_suite(
     """Maps of every wanted method (`done`: those already computed, with their seconds), then
     faithfulness and the sanity check; writes the figures and summary.json, returns it."""
     from dlx.explain import figures
-    from dlx.explain.faithfulness import Faithfulness, pixel_ranks
+    from dlx.explain.faithfulness import Faithfulness, patch_ranks
     from dlx.explain.sanity import cascade_params, random_params, spearman
 
     maker = Maps(model, data, opts, ig, layer)
@@ -214,12 +223,12 @@ def run_suite(
         def logits(inp):
             return model.apply({"params": params}, inp, train=False)
 
-        faith = Faithfulness(logits, opts.faith_steps, baseline=0.0)
+        faith = Faithfulness(logits, opts.faith_steps, baseline=0.0, patch=opts.faith_patch)
         rnd = faith.random(x, pred, y, opts.random_seeds)
         curves = {}
         for name, m in maps.items():
             t1 = time.perf_counter()
-            curves[name] = faith.both(x, pixel_ranks(m), pred, y)
+            curves[name] = faith.both(x, patch_ranks(m, opts.faith_patch), pred, y)
             e = entry[name]
             e["deletion_auc"] = curves[name]["deletion"].auc
             e["insertion_auc"] = curves[name]["insertion"].auc
@@ -239,7 +248,9 @@ def run_suite(
             insertion_random=rnd["insertion"].prob,
         )
         summary["faithfulness"] = {
-            "unit": "pixel",
+            "unit": "pixel"
+            if opts.faith_patch == 1
+            else f"{opts.faith_patch}x{opts.faith_patch} patch",
             "baseline": 0.0,
             "steps": opts.faith_steps,
             "random_seeds": opts.random_seeds,
