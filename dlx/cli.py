@@ -420,12 +420,56 @@ def plot(
 @app.command(
     epilog="""Examples:
 
+  dlx report outputs/digits/2026-11-30_12-00-00_ab12     # -> ./report.html\n
+  dlx report outputs/digits/RUN1 outputs/digits/RUN2 --out lr.html\n
+  dlx report outputs/digits --out digits.html            # every run in it\n
+  dlx report outputs/sweeps/digits-optuna-1a2b3c4d --out sweep.html\n
+  One HTML file, no network needed: data, images and the chart library are inside it."""
+)
+def report(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="A run dir, several run dirs or folders of runs, or one sweep dir "
+            "(outputs/sweeps/<name>).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The HTML file to write (replaced if it exists; its folder must exist). "
+            "Default: report.html in the current folder, never inside the run dir.",
+        ),
+    ] = Path("report.html"),
+    debug: Debug = False,
+) -> None:
+    """Write one self-contained HTML report: a run (command, config, summary, curves, LR,
+    evals, explanations, R matrix, GAN samples), several runs compared, or a sweep (best
+    trial, history, parallel coordinates, parameter importances, sortable trial table)."""
+
+    def go() -> None:
+        from dlx.commands.report import describe, report_command
+
+        typer.echo(describe(report_command(paths, out)))
+
+    _guard(debug, go)
+
+
+@app.command(
+    epilog="""Examples:
+
   dlx explain outputs/digits/2026-11-30_12-00-00_ab12            # 16 test examples\n
   dlx explain outputs/cnn_small/2026-11-30_12-00-00_ab12 --n 8 --steps 128\n
   dlx explain outputs/transformer/2026-11-30_12-00-00_ab12       # attention maps\n
   dlx explain RUN --latest data.path=/data/mnist\n
-  Writes <run dir>/explain/: saliency.png, integrated_gradients.png (images),
-  time_attribution.png (sequences), attention_layer<i>.png (Transformers), attributions.npz."""
+  dlx explain RUN --n 64 --methods gradcam,occlusion --layer Conv_0 --patch 4\n
+  dlx explain RUN --no-sanity --faith-steps 10\n
+  Writes <run dir>/explain/: saliency.png, integrated_gradients.png, methods.png,
+  faithfulness.png, sanity.png, summary.json (images), time_attribution.png (sequences),
+  attention_layer<i>.png (Transformers), attributions.npz."""
 )
 def explain(
     path: Annotated[
@@ -438,7 +482,7 @@ def explain(
             show_default=False,
         ),
     ] = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Test examples to explain.")] = 16,
+    n: Annotated[int, typer.Option("--n", min=1, help="Test examples to explain.")] = 32,
     steps: Annotated[
         int,
         typer.Option(
@@ -449,18 +493,98 @@ def explain(
         ),
     ] = 64,
     latest: Annotated[bool, typer.Option("--latest", help="Latest, not best, checkpoint.")] = False,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Image methods, comma-separated: saliency, integrated_gradients, smoothgrad, "
+            "gradcam, occlusion, or all (gradcam only where the model has a conv layer).",
+        ),
+    ] = "all",
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            "--layer",
+            help="Grad-CAM's layer, a module path (e.g. Conv_1); default: the last conv layer.",
+            show_default=False,
+        ),
+    ] = None,
+    noise: Annotated[
+        float, typer.Option("--noise", help="SmoothGrad noise sigma, a fraction of the data range.")
+    ] = 0.15,
+    samples: Annotated[int, typer.Option("--samples", help="SmoothGrad noisy samples.")] = 32,
+    patch: Annotated[
+        int | None,
+        typer.Option(
+            "--patch",
+            help="Occlusion patch side in pixels (default ~1/7 of the image side).",
+            show_default=False,
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            "--stride", help="Occlusion stride (default: half the patch).", show_default=False
+        ),
+    ] = None,
+    faith_steps: Annotated[
+        int, typer.Option("--faith-steps", help="Points of the deletion/insertion curves.")
+    ] = 20,
+    faith_patch: Annotated[
+        int,
+        typer.Option(
+            "--faith-patch",
+            help="Deletion/insertion unit: pixels (1) or P x P squares (P must tile the image).",
+        ),
+    ] = 1,
+    faithfulness: Annotated[
+        bool,
+        typer.Option(
+            "--faithfulness/--no-faithfulness",
+            help="Deletion/insertion curves and AUC per method, vs random rankings.",
+        ),
+    ] = True,
+    sanity: Annotated[
+        bool,
+        typer.Option(
+            "--sanity/--no-sanity",
+            help="Model-randomisation check: rank correlation with a random-weight model's maps.",
+        ),
+    ] = True,
+    cascade: Annotated[
+        bool,
+        typer.Option("--cascade", help="Sanity check also layer by layer, from the output down."),
+    ] = False,
     debug: Debug = False,
 ) -> None:
-    """Explain a run's predictions: saliency, integrated gradients, attention maps (PNGs).
+    """Explain a run's predictions: attribution maps, their faithfulness, attention maps.
 
-    Image and sequence classifiers: input gradients and integrated gradients of the predicted
-    logit for N test examples; Transformers: attention weights per layer and head."""
+    Image classifiers: saliency, integrated gradients, SmoothGrad, Grad-CAM and occlusion of
+    the predicted class for N test examples, deletion/insertion curves with their AUC against
+    random rankings, and the model-randomisation sanity check (explain/summary.json);
+    sequence classifiers: integrated gradients per time step; Transformers: attention weights
+    per layer and head."""
 
     def go() -> None:
-        from dlx.commands.explain import explain_run
+        from dlx.commands.explain import Options, explain_run, parse_methods
 
         kind = "latest" if latest else "best"
-        result = explain_run(path, n=n, steps=steps, overrides=overrides or [], kind=kind)
+        opts = Options(
+            methods=parse_methods(methods),
+            layer=layer,
+            noise=noise,
+            samples=samples,
+            patch=patch,
+            stride=stride,
+            faith_steps=faith_steps,
+            faith_patch=faith_patch,
+            faithfulness=faithfulness,
+            sanity=sanity,
+            cascade=cascade,
+        )
+        result = explain_run(
+            path, n=n, steps=steps, overrides=overrides or [], kind=kind, options=opts
+        )
         for note in result.notes:
             typer.echo(note)
         typer.echo(f"wrote {result.out_dir}/: {', '.join(p.name for p in result.files)}")
