@@ -16,6 +16,13 @@ end_to_end.py; medians of rounds alternated within one run):
   after the fix, measured 0.84x of 4 devices. Everything else lost, to the per-step all-reduce
   and per-device dispatch: 8 devices (2) ran an MLP 784-400-10 at 0.14x (0.51x), the GRU of
   rnn_rows 0.32x (0.88x), cnn1d on MNIST-1D's 40 values 0.34x (0.87x), digits 0.20x (0.77x).
+  Attention models gain but are NOT split by default: sharded over 2 devices against 1
+  (idle, 6 rounds each, two runs) the transformer LM recipe's step ran 1.29x (4 devices
+  1.20x) and transformer_cls 1.52x, but 3 of 5 short `dlx train recipe=transformer
+  parallel.cpu_devices=2` runs then aborted in XLA:CPU's in-process all-reduce rendezvous
+  (a 40 s termination timeout) during the test evaluation, also with the async checkpoint
+  save waited for first. Until that is understood, `parallel.cpu_devices=2` is the user's
+  choice, not a default.
 - XLA flags: none beyond XLA's own defaults. Its YNNPACK fusions (on by default in this
   jaxlib; they run the convolutions and dots) are worth 1.4x here: turning them off
   (`--xla_cpu_experimental_ynn_fusion_type=`) gave 0.71x. `--xla_cpu_use_onednn`,
