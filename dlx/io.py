@@ -160,3 +160,21 @@ def die_with_parent() -> None:
         return
     if str(os.getppid()) != parent:  # the worker died before the prctl took effect
         os._exit(128 + int(signal.SIGTERM))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The dict records of a JSONL file; lines that do not parse (a torn last line of a
+    writer still running or killed, undecodable bytes) are skipped; a missing file is []."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from dlx.errors import UserError
+from dlx.io import read_jsonl
 
 MAX_POINTS = 2000  # per curve; longer curves are thinned (every k-th point, the last kept)
 MAX_SAMPLE_GRIDS = 6  # a GAN's sample grids: the last few epochs
@@ -89,17 +90,7 @@ def read_yaml(path: Path, notes: list[str]) -> Any:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl, tolerant of a half-written last line (a run still writing)."""
-    out = []
-    if not path.is_file():
-        return out
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return read_jsonl(path)
 
 
 def png_uri(path: Path) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlx.io import PARENT_ENV
+from dlx.io import PARENT_ENV, read_jsonl
 from dlx.sweep.resources import Slot
 
 GRACE_S = 15.0  # after SIGINT, before SIGKILL
@@ -153,19 +153,7 @@ def read_result(run_dir: Path | None, metric: str, maximize: bool, dt: float) ->
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl's records; a torn last line (a killed writer) is skipped."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return read_jsonl(path)
 
 
 def best_of(
