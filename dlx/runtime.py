@@ -21,8 +21,9 @@ end_to_end.py; medians of rounds alternated within one run):
   1.20x) and transformer_cls 1.52x, but 3 of 5 short `dlx train recipe=transformer
   parallel.cpu_devices=2` runs then aborted in XLA:CPU's in-process all-reduce rendezvous
   (a 40 s termination timeout) during the test evaluation, also with the async checkpoint
-  save waited for first. Until that is understood, `parallel.cpu_devices=2` is the user's
-  choice, not a default.
+  save waited for first; with `--xla_cpu_enable_concurrency_optimized_scheduler=false` 2 of
+  4 still aborted, one in the first train step. Until that is understood,
+  `parallel.cpu_devices=2` is the user's choice, not a default.
 - XLA flags: none beyond XLA's own defaults. Its YNNPACK fusions (on by default in this
   jaxlib; they run the convolutions and dots) are worth 1.4x here: turning them off
   (`--xla_cpu_experimental_ynn_fusion_type=`) gave 0.71x. `--xla_cpu_use_onednn`,

@@ -77,6 +77,10 @@ def test_user_recipe_in_cwd_and_config_dir(tmp_path: Path, monkeypatch) -> None:
         (["data.batch_size=0"], ["'data.batch_size' must be a finite number > 0"]),
         (["trainer.progress=loud"], ["'trainer.progress' must be one of"]),
         (["optim.lr=(("], ["cannot parse override"]),
+        (
+            ["parallel.xla_flags=--xla_cpu_enable_fast_math=true"],
+            ["its value contains '='", "'parallel.xla_flags=\"--xla_cpu_enable_fast_math=true\"'"],
+        ),
     ],
 )
 def test_bad_overrides_are_user_errors(overrides: list[str], needles: list[str]) -> None:

@@ -195,6 +195,13 @@ def _friendly(
 
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     if isinstance(err, OverrideParseException):
+        quoted = next((o for o in overrides if o.split("=", 1)[-1].count("=")), None)
+        if quoted:  # e.g. parallel.xla_flags=--flag=value: the value needs quotes
+            key, value = quoted.split("=", 1)
+            return UserError(
+                f"cannot parse override '{quoted}': its value contains '='",
+                hint=f"quote the value (in the shell too): '{key}=\"{value}\"'",
+            )
         return UserError(
             f"cannot parse override: {msg}",
             hint="overrides use Hydra's grammar: key=value, +new_key=value, ~key",
