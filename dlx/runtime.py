@@ -16,15 +16,18 @@ end_to_end.py; medians of rounds alternated within one run):
   after the fix, measured 0.84x of 4 devices. Everything else lost, to the per-step all-reduce
   and per-device dispatch: 8 devices (2) ran an MLP 784-400-10 at 0.14x (0.51x), the GRU of
   rnn_rows 0.32x (0.88x), cnn1d on MNIST-1D's 40 values 0.34x (0.87x), digits 0.20x (0.77x).
-  Attention models gain but are NOT split by default: sharded over 2 devices against 1
-  (idle, 6 rounds each, two runs) the transformer LM recipe's step ran 1.29x (4 devices
-  1.20x) and transformer_cls 1.52x, but 3 of 5 short `dlx train recipe=transformer
-  parallel.cpu_devices=2` runs then aborted in XLA:CPU's in-process all-reduce rendezvous
-  (a 40 s termination timeout) during the test evaluation, also with the async checkpoint
-  save waited for first; with `--xla_cpu_enable_concurrency_optimized_scheduler=false` 2 of
-  4 still aborted, one in the first train step. Until that is understood,
-  `parallel.cpu_devices=2` is the user's choice, not a default.
-- XLA flags: none beyond XLA's own defaults. Its YNNPACK fusions (on by default in this
+- Models that attend (a batched matmul: attention scores) split over as many devices as there
+  are cores (each keeping >= 8 sequences): the score/softmax/weighted-sum chain is many small
+  ops that one device runs one after another. Sharded over 2 devices against 1 (idle, 6
+  rounds each, two runs): transformer LM recipe (batch 32 x 128 tokens) 1.29x (4 devices
+  1.20x), transformer_cls (batch 128 x 10 patches) 1.52x.
+- `--xla_cpu_collective_call_terminate_timeout_seconds=600`: with XLA's default (40 s), 8 of
+  15 short `dlx train recipe=transformer parallel.cpu_devices=2` runs aborted in the
+  in-process all-reduce rendezvous ("Termination timeout ... exceeded"), in the first train
+  step or the test evaluation; with the flag set, 10 of 10 ran and none even logged the
+  20 s "may be stuck" warning. Why setting the timeout changes the waits is not understood
+  (XLA's rendezvous code); the flag is kept for every run with several CPU devices.
+- XLA speed flags: none beyond XLA's own defaults. Its YNNPACK fusions (on by default in this
   jaxlib; they run the convolutions and dots) are worth 1.4x here: turning them off
   (`--xla_cpu_experimental_ynn_fusion_type=`) gave 0.71x. `--xla_cpu_use_onednn`,
   `--xla_cpu_use_xnnpack`, `--xla_cpu_experimental_onednn_custom_call` and the oneDNN/XNN
@@ -48,7 +51,10 @@ from dlx.errors import UserError
 MAX_AUTO_CPU_DEVICES = 8
 MIN_EXAMPLES_PER_DEVICE = 32
 MIN_INPUT_PER_DEVICE = 16 * 28 * 28  # input values per device per step: 16 MNIST images
-DEFAULT_XLA_FLAGS: tuple[str, ...] = ()  # measured: nothing beats XLA's defaults (see above)
+MIN_SEQUENCES_PER_DEVICE = 8  # attention models: sequences per device per step
+# Measured (see above): no speed flag beats XLA's defaults; the collective timeout keeps runs
+# on several fake CPU devices from aborting.
+DEFAULT_XLA_FLAGS: tuple[str, ...] = ("--xla_cpu_collective_call_terminate_timeout_seconds=600",)
 FORCE_DEVICES_FLAG = "xla_force_host_platform_device_count"
 
 
@@ -81,11 +87,25 @@ def auto_cpu_devices(
     return best
 
 
-def model_convolves(model: Any, example: Any) -> bool:
-    """Whether `model.init` on one batch like `example` runs a convolution.
+def attention_cpu_devices(batch_size: int, processes: int = 1, cores: int | None = None) -> int:
+    """CPU devices for a model that attends: the most, up to the usable cores, that divide the
+    per-process batch and leave each >= MIN_SEQUENCES_PER_DEVICE sequences; 1 when none do."""
+    per_process = max(batch_size // max(processes, 1), 1)
+    cores = usable_cores() if cores is None else cores
+    best = 1
+    for n in range(2, min(cores, MAX_AUTO_CPU_DEVICES) + 1):
+        if per_process % n == 0 and per_process // n >= MIN_SEQUENCES_PER_DEVICE:
+            best = n
+    return best
+
+
+def model_kind(model: Any, example: Any) -> str:
+    """ "conv" when `model.init` on one batch like `example` runs a convolution, "attention"
+    when it runs a batched matmul (a dot_general with batch dimensions: attention scores),
+    else "other".
 
     Traced abstractly (`jax.make_jaxpr` on shapes): JAX's backend is not started, so this can
-    run before the CPU device count is set. False when the model cannot be traced that way.
+    run before the CPU device count is set. "other" when the model cannot be traced that way.
     """
     import jax
     import numpy as np
@@ -95,37 +115,47 @@ def model_convolves(model: Any, example: Any) -> bool:
     try:
         jaxpr = jax.make_jaxpr(model.init)(key, x).jaxpr
     except Exception:  # a heuristic: any failure means "don't split"
-        return False
-    return "conv_general_dilated" in _primitives(jaxpr)
+        return "other"
+    eqns = list(_equations(jaxpr))
+    if any(e.primitive.name == "conv_general_dilated" for e in eqns):
+        return "conv"
+    for e in eqns:
+        if e.primitive.name == "dot_general" and e.params["dimension_numbers"][1][0]:
+            return "attention"
+    return "other"
 
 
-def _primitives(jaxpr: Any) -> set[str]:
-    """Names of the primitives in a jaxpr and every jaxpr nested in it (jit, scan, cond...)."""
-    names: set[str] = set()
+def model_convolves(model: Any, example: Any) -> bool:
+    """Whether `model.init` on one batch like `example` runs a convolution."""
+    return model_kind(model, example) == "conv"
+
+
+def _equations(jaxpr: Any) -> Any:
+    """Every equation of a jaxpr and of every jaxpr nested in it (jit, scan, cond...)."""
     for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
+        yield eqn
         for value in eqn.params.values():
             for sub in value if isinstance(value, (list, tuple)) else (value,):
                 inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
                 if hasattr(inner, "eqns"):
-                    names |= _primitives(inner)
-    return names
+                    yield from _equations(inner)
 
 
 def cpu_device_count(
     parallel: Any,
     batch_size: int | None = None,
     example_shape: tuple[int, ...] | None = None,
-    convolves: bool | Callable[[], bool] = False,
+    convolves: bool | str | Callable[[], bool | str] = False,
     processes: int = 1,
     xla_flags: str | None = None,
 ) -> int | None:
     """How many CPU devices to create, or None to leave JAX's default (one).
 
-    `parallel.cpu_devices` is an integer, or `auto`: one device for `single` and for models
-    that don't convolve (`convolves`), else `auto_cpu_devices` of the global batch and one
-    example's shape (one device when these are not given; `convolves` may be a function,
-    called only then: tracing the model costs ~0.2 s of every start); never fewer than
+    `parallel.cpu_devices` is an integer, or `auto`: one device for `single`; for a model that
+    convolves (`convolves`: True or "conv") `auto_cpu_devices` of the global batch and one
+    example's shape; for one that attends ("attention") `attention_cpu_devices`; else one
+    (one device when the sizes are not given; `convolves` may be a function returning any of
+    these, called only then: tracing the model costs ~0.2 s of every start); never fewer than
     `parallel.devices` asks to use. `--xla_force_host_platform_device_count` in XLA_FLAGS
     (`xla_flags`, default: the environment's) wins over all of it.
     """
@@ -137,12 +167,12 @@ def cpu_device_count(
         if parallel.get("name") == "single":
             return None
         n = 1
-        if (
-            batch_size is not None
-            and example_shape is not None
-            and (convolves() if callable(convolves) else convolves)
-        ):
-            n = auto_cpu_devices(batch_size, math.prod(example_shape), processes)
+        if batch_size is not None and example_shape is not None:
+            kind = convolves() if callable(convolves) else convolves
+            if kind is True or kind == "conv":
+                n = auto_cpu_devices(batch_size, math.prod(example_shape), processes)
+            elif kind == "attention":
+                n = attention_cpu_devices(batch_size, processes)
         asked = parallel.get("devices")
         if isinstance(asked, int) and asked > n:
             n = asked
@@ -195,8 +225,8 @@ def configure_runtime(
         os.environ["XLA_FLAGS"] = flags  # read by XLA when the backend starts, not at import
     shape = tuple(example.shape[1:]) if example is not None else None
 
-    def convolves() -> bool:
-        return model is not None and example is not None and model_convolves(model, example)
+    def convolves() -> str:
+        return "other" if model is None or example is None else model_kind(model, example)
 
     processes = int(dist.get("num_processes") or 1)
     n_cpu = cpu_device_count(parallel, batch_size, shape, convolves, processes, flags)

@@ -186,3 +186,50 @@ def test_configure_runtime_leaves_started_backend_alone(monkeypatch: pytest.Monk
     import os
 
     assert os.environ["XLA_FLAGS"] == "--xla_b=1"
+
+
+@pytest.mark.parametrize(
+    ("model", "example", "expected"),
+    [
+        ({"name": "cnn"}, ((1, 28, 28, 1), "float32"), "conv"),
+        ({"name": "transformer_lm", "d_model": 32, "layers": 1}, ((1, 16), "int32"), "attention"),
+        (
+            {"name": "transformer_cls", "d_model": 32, "layers": 1},
+            ((1, 40, 1), "float32"),
+            "attention",
+        ),
+        ({"name": "rnn", "hidden": 16}, ((1, 40, 1), "float32"), "other"),  # a scan, no batch dims
+        ({"name": "mlp"}, ((1, 784), "float32"), "other"),
+    ],
+)
+def test_model_kind(model: dict, example: tuple, expected: str) -> None:
+    import numpy as np
+
+    from dlx.models import build_model
+    from dlx.runtime import model_kind
+
+    shape, dtype = example
+    built = build_model(model, 10, tuple(shape[1:]))
+    assert model_kind(built, np.zeros(shape, dtype)) == expected
+
+
+def test_attention_models_split_over_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dlx.runtime
+    from dlx.runtime import attention_cpu_devices
+
+    assert attention_cpu_devices(32, cores=2) == 2  # recipe transformer: 16 sequences each
+    assert attention_cpu_devices(32, cores=8) == 4  # >= 8 sequences per device
+    assert attention_cpu_devices(12, cores=2) == 1  # 6 each: too few to split
+    assert attention_cpu_devices(33, cores=2) == 1  # no even split
+    assert attention_cpu_devices(64, processes=2, cores=2) == 2
+    assert attention_cpu_devices(128, cores=1) == 1  # one core: nothing to gain
+    monkeypatch.setattr(dlx.runtime, "usable_cores", lambda: 2)
+    assert cpu_device_count(parallel(), 32, (128,), "attention", xla_flags="") == 2
+    assert cpu_device_count(parallel(), 32, (128,), "other", xla_flags="") is None
+    assert cpu_device_count(parallel("single"), 32, (128,), "attention", xla_flags="") is None
+
+
+def test_the_collective_timeout_is_a_default_flag_the_user_can_override() -> None:
+    flag = "--xla_cpu_collective_call_terminate_timeout_seconds"
+    assert merge_xla_flags("", None).split() == [f"{flag}=600"]
+    assert merge_xla_flags(f"{flag}=30", None).split() == [f"{flag}=30"]
