@@ -290,3 +290,52 @@ def test_preempted_continual_run_resumes_exactly(
         jax.tree_util.tree_leaves(load_run(d, kind="latest").state) for d in (cut_dir, whole_dir)
     )
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("strategy", ["lwf", "si", "agem"])
+def test_lwf_si_agem_carry_their_state_across_tasks(
+    tmp_path: Path, cache_dir: Path, strategy: str
+) -> None:
+    """The stream runs end to end, and what each strategy keeps in state.extra changed at the
+    task ends: LwF's teacher is the last-but-one task's model with earlier tasks' outputs
+    marked old; SI's importance omega is positive where weights moved, its anchor is the
+    params at the last task's start (the end of the one before). A-GEM projects some steps'
+    gradients once the memory holds earlier tasks, never while it is empty (task 0)."""
+    from dlx.restore import load_run
+
+    run_dir, summary = _run(_overrides(tmp_path, f"continual.strategy={strategy}"))
+    assert summary["status"] == "finished"
+    r = np.asarray(json.loads((run_dir / "continual.json").read_text())["R"])
+    assert r.shape == (3, 3)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [x["train/loss"] for x in records if "train/loss" in x]
+    assert losses and np.all(np.isfinite(losses))
+    state = load_run(run_dir, kind="latest").state
+    if strategy == "agem":
+        # (step, share of steps projected); task 0 is steps 1-3
+        projected = [(x["step"], x["train/projected"]) for x in records if "train/projected" in x]
+        assert all(p == 0.0 for step, p in projected if step <= 3)
+        assert any(p > 0.0 for step, p in projected if step > 3), projected
+        assert all(0.0 <= p <= 1.0 for _, p in projected)
+    elif strategy == "lwf":
+        old = np.asarray(state.extra["lwf"]["old"])
+        np.testing.assert_array_equal(np.flatnonzero(old), [0, 1, 2, 3])
+        teacher = jax_leaves(state.extra["lwf"]["params"])
+        assert any(
+            not np.allclose(a, b) for a, b in zip(teacher, jax_leaves(state.params), strict=True)
+        )
+    else:
+        si = state.extra["si"]
+        omega = jax_leaves(si["omega"])
+        assert all(np.all(o >= 0) for o in omega) and sum(o.sum() for o in omega) > 0
+        assert any(
+            not np.allclose(a, b)
+            for a, b in zip(jax_leaves(si["anchor"]), jax_leaves(state.params), strict=True)
+        )
+        assert sum(np.abs(w).sum() for w in jax_leaves(si["w"])) > 0  # this task's, unfolded
+
+
+def jax_leaves(tree: object) -> list:
+    import jax
+
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]

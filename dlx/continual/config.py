@@ -11,7 +11,8 @@ from dlx.errors import UserError, suggest
 
 STREAMS = ("split", "permuted")
 SCENARIOS = ("class", "task")
-STRATEGIES = ("naive", "replay", "ewc")
+STRATEGIES = ("naive", "replay", "ewc", "lwf", "si", "agem")
+MEMORY = ("replay", "agem")  # strategies with a replay buffer
 EVAL_SPLITS = ("test", "val")
 
 
@@ -27,6 +28,10 @@ class ContinualConfig:
     replay_per_batch: int = 64
     ewc_lambda: float = 10000.0
     fisher_samples: int = 1000
+    lwf_alpha: float = 1.0
+    temperature: float = 2.0
+    si_c: float = 1.0
+    si_xi: float = 0.1
     eval_split: str = "test"
 
 
@@ -67,6 +72,12 @@ def parse_config(section: Any) -> ContinualConfig:
         raise UserError(
             f"continual.max_steps_per_task must be positive or null, got {out.max_steps_per_task}"
         )
+    for key in ("lwf_alpha", "si_c"):
+        if getattr(out, key) < 0:
+            raise UserError(f"continual.{key} must be >= 0, got {getattr(out, key)}")
+    for key in ("temperature", "si_xi"):
+        if getattr(out, key) <= 0:
+            raise UserError(f"continual.{key} must be positive, got {getattr(out, key)}")
     if out.ewc_lambda < 0:
         raise UserError(
             f"continual.ewc_lambda must be >= 0, got {out.ewc_lambda}",

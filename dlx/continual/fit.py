@@ -6,8 +6,9 @@ checkpoints as a standard run (dlx/training/fit.py): each task is one `Phase` of
     batch), [ewc: Fisher of the task into state.extra], evaluate every task -> R[i]
 
 The strategies are variations, not loops of their own: EWC is the classify task's penalty
-(dlx/tasks/supervised.py), replay is how batches are built (here), the task-incremental head
-mask is an `allowed` array in the batch. So continual runs run multi-device and resume after
+(dlx/tasks/supervised.py), LwF, SI and A-GEM are variations of its step
+(dlx/continual/learners.py), replay is how batches are built (here; A-GEM's memory rows too),
+the task-incremental head mask is an `allowed` array in the batch. So continual runs run multi-device and resume after
 preemption exactly: each checkpoint carries the stream position and R so far in its meta, the
 replay buffer (and its random state) beside the TrainState, the EWC penalty inside it.
 """
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from dlx.continual.config import ContinualConfig, parse_config
+from dlx.continual.config import MEMORY, ContinualConfig, parse_config
 from dlx.errors import UserError
 from dlx.setup import Setup, check_batches
 from dlx.training.loop import LoopState, Phase, evaluate, total_steps, train_loop
@@ -81,11 +82,12 @@ class StreamFit:
             )
         self.plan(cfg, setup.data)
         batch = int(cfg.data.batch_size)
-        what = "data.batch_size + continual.replay_per_batch" if c.strategy == "replay" else None
-        full = batch + (c.replay_per_batch if c.strategy == "replay" else 0)
+        memory = c.strategy in MEMORY
+        what = "data.batch_size + continual.replay_per_batch" if memory else None
+        full = batch + (c.replay_per_batch if memory else 0)
         check_batches(setup, full, what or "data.batch_size", whole_set=False)
         self.buffer = None
-        if c.strategy == "replay":
+        if memory:
             from dlx.continual.replay import ReservoirBuffer
 
             x = self.stream.x_train
@@ -204,7 +206,7 @@ class StreamFit:
             seed=int(cfg.seed),
             eval_every=c.epochs_per_task,  # once, after the task's last step
             batch_order=lambda epoch: t * c.epochs_per_task + epoch,
-            finish=(lambda s: self.consolidate(setup, s, t)) if task_has_penalty(task) else None,
+            finish=(lambda s: self.consolidate(setup, s, t)) if consolidates(task) else None,
             meta=lambda: {
                 "task": t,
                 "R": self.R,
@@ -228,7 +230,14 @@ class StreamFit:
                 self.buffer.add(x, y, t)
             x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
             allowed = np.concatenate([allowed, stream.allowed[rt]])
+            replay = self._memory_rows(len(y) - len(ry), len(ry))
+            return {**setup.task.host_batch({"x": x, "y": y}), "allowed": allowed, "replay": replay}
         return {**setup.task.host_batch({"x": x, "y": y}), "allowed": allowed}
+
+    @functools.cache  # noqa: B019 (as _task_mask)
+    def _memory_rows(self, current: int, memory: int) -> np.ndarray:
+        """Which rows of a batch came from the buffer (A-GEM's reference gradient's rows)."""
+        return np.arange(current + memory) >= current
 
     @functools.cache  # noqa: B019 (one fit per run: the cache lives as long as the run)
     def _task_mask(self, t: int, n: int) -> np.ndarray:
@@ -264,8 +273,9 @@ class StreamFit:
         return rec
 
     def consolidate(self, setup: Setup, state: Any, t: int) -> Any:
-        """EWC: the Fisher of task t at its final params, folded into the penalty (skipped
-        after the last task: nothing follows that it could protect)."""
+        """At task t's end: EWC's Fisher at its final params folded into the penalty, or the
+        task's own `end_task` (LwF, SI); skipped after the last task: nothing follows that it
+        could protect."""
         import jax
 
         from dlx.continual import ewc
@@ -274,6 +284,9 @@ class StreamFit:
             return state
         strategy, task = setup.strategy, self.stream.tasks[t]
         host = strategy.unreplicate(state)
+        if hasattr(setup.task, "end_task"):  # lwf, si: the task's own consolidation
+            outputs = np.isin(np.arange(self.stream.num_classes), task.classes)
+            return strategy.place(jax.jit(setup.task.end_task)(host, outputs))
         rng = np.random.default_rng([int(setup.cfg.seed), t, 7])
         n = min(self.ccfg.fisher_samples, len(task.train_idx))
         x, _ = self.stream.train_batch(t, rng.choice(len(task.train_idx), n, replace=False))
@@ -366,5 +379,6 @@ def fresh_optimizer(state: Any, strategy: Any) -> Any:
     return strategy.place(host.replace(opt_state=host.tx.init(host.params)))
 
 
-def task_has_penalty(task: Any) -> bool:
-    return getattr(task, "ewc_lambda", 0.0) > 0
+def consolidates(task: Any) -> bool:
+    """Does the task change at each task's end (EWC's Fisher, LwF's teacher, SI's omega)?"""
+    return getattr(task, "ewc_lambda", 0.0) > 0 or hasattr(task, "end_task")

@@ -34,6 +34,10 @@ def _supervised(cls: type) -> Callable[[Mapping[str, Any], Any, Any], Task]:
         if cls is Classify and continual and continual.get("strategy") == "ewc":
             ewc = float(continual.get("ewc_lambda", 0.0))
             return Classify(model, ewc_lambda=ewc, **numerics)
+        if cls is Classify and continual and continual.get("strategy") in ("lwf", "si", "agem"):
+            from dlx.continual.learners import continual_task
+
+            return continual_task(continual, model, numerics)
         return cls(model, **numerics)
 
     return build

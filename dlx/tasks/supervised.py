@@ -143,8 +143,12 @@ class Classify(Task):
         count = jnp.maximum(global_sum((y >= 0).sum().astype(jnp.float32), axis), 1.0)
 
         def objective(params: Any, part: dict, key: Any) -> tuple[jax.Array, tuple]:
-            loss, hits, _ = masked_loss_and_hits(self.logits(params, part, key), part["y"])
+            logits = self.logits(params, part, key)
+            loss, hits, _ = masked_loss_and_hits(logits, part["y"])
             data = shard_mean(loss.sum(), count, axis)
+            more = self.batch_term(logits, part, state.extra)  # per example, like the loss
+            if more is not None:
+                data = data + shard_mean(more.sum(), count, axis)
             reg = self.penalty(params, state.extra) if n == 1 else None
             return (data if reg is None else data + reg), (data, hits.sum(), reg)
 
@@ -152,7 +156,7 @@ class Classify(Task):
             return jax.value_and_grad(objective, has_aux=True)(state.params, part, key)
 
         (_, (data, hits, reg)), grads = accumulate(value_and_grads, batch, n, rng)
-        if n > 1 and self.ewc_lambda > 0:  # the penalty once per update, not per micro-batch
+        if n > 1 and self.penalty(state.params, state.extra) is not None:  # once per update
             reg, reg_grads = jax.value_and_grad(self.penalty)(state.params, state.extra)
             grads = jax.tree_util.tree_map(jnp.add, grads, reg_grads)
         grads = mean_grads(grads, axis)
@@ -164,7 +168,17 @@ class Classify(Task):
         if reg is not None:
             metrics["ce"], metrics["penalty"] = metrics["loss"], reg
             metrics["loss"] = metrics["loss"] + reg
-        return apply_gradients(state, grads), metrics
+        return self.update(state, grads), metrics
+
+    def batch_term(self, logits: jax.Array, batch: dict, extra: Any) -> jax.Array | None:
+        """A further per-example loss term on the batch (continual LwF's distillation), added
+        to the cross-entropy; None: nothing to add."""
+        return None
+
+    def update(self, state: TrainState, grads: Any) -> TrainState:
+        """The optimizer step with `grads` (continual SI also tracks each weight's share of
+        the loss decrease here)."""
+        return apply_gradients(state, grads)
 
     def eval_step(self, state: TrainState, batch: dict, axis: str | None) -> dict:
         loss, hits, valid = masked_loss_and_hits(self.logits(state.params, batch), batch["y"])
