@@ -8,9 +8,10 @@ checkpoints as a standard run (dlx/training/fit.py): each task is one `Phase` of
 The strategies are variations, not loops of their own: EWC is the classify task's penalty
 (dlx/tasks/supervised.py), LwF, SI and A-GEM are variations of its step
 (dlx/continual/learners.py), replay is how batches are built (here; A-GEM's memory rows too),
-the task-incremental head mask is an `allowed` array in the batch. So continual runs run multi-device and resume after
-preemption exactly: each checkpoint carries the stream position and R so far in its meta, the
-replay buffer (and its random state) beside the TrainState, the EWC penalty inside it.
+the task-incremental head mask is an `allowed` array in the batch. So continual runs run
+multi-device and resume after preemption exactly: each checkpoint carries the stream
+position and R so far in its meta, the replay buffer (and its random state) beside the
+TrainState, the EWC penalty and LwF's and SI's state inside it.
 """
 
 from __future__ import annotations

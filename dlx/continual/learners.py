@@ -87,6 +87,8 @@ class SI(Classify):
         si = {"w": zeros, "omega": zeros, "anchor": state.params}
         return state.replace(extra={**state.extra, "si": si})
 
+    has_penalty: ClassVar[bool] = True
+
     def penalty(self, params: Any, extra: Any) -> jax.Array | None:
         si = extra["si"]
         terms = _tree(
@@ -127,26 +129,36 @@ class AGEM(Classify):
     name: ClassVar[str] = "classify"
 
     def train_step(self, state: TrainState, batch: dict, axis: str | None) -> tuple[Any, dict]:
-        rng, memory = step_rng(state, axis), batch["replay"]
+        rng, y, memory = step_rng(state, axis), batch["y"], batch["replay"]
+        current, past = (y >= 0) & ~memory, (y >= 0) & memory  # empty buffer slots: -1
 
-        def gradient(labels: jax.Array) -> tuple:
-            """Mean cross-entropy gradient over the rows whose label is kept (others -1)."""
-            count = jnp.maximum(global_sum((labels >= 0).sum().astype(jnp.float32), axis), 1.0)
+        def count(rows: jax.Array) -> jax.Array:
+            return jnp.maximum(global_sum(rows.sum().astype(jnp.float32), axis), 1.0)
 
-            def objective(params: Any, part: dict, key: Any) -> tuple[jax.Array, jax.Array]:
+        # Each row's weight in its part's mean (shard_mean is linear in the sum it is given).
+        weight = jnp.where(current, shard_mean(1.0, count(current), axis), 0.0) + jnp.where(
+            past, shard_mean(1.0, count(past), axis), 0.0
+        )
+
+        def both_gradients(part: dict, key: Any) -> tuple:
+            """One forward pass, two backward passes: the current rows' gradient and the
+            memory rows' (each row's loss weighted into its own part's mean)."""
+
+            def losses(params: Any) -> tuple[jax.Array, jax.Array]:
                 loss, hits, _ = masked_loss_and_hits(self.logits(params, part, key), part["y"])
-                return shard_mean(loss.sum(), count, axis), hits.sum()
+                return loss * part["weight"], hits
 
-            def value_and_grads(part: dict, key: Any) -> tuple:
-                return jax.value_and_grad(objective, has_aux=True)(state.params, part, key)
+            weighted, backward, hits = jax.vjp(losses, state.params, has_aux=True)
+            mem = part["replay"]
+            (g,) = backward(jnp.where(mem, 0.0, 1.0))
+            (g_ref,) = backward(jnp.where(mem, 1.0, 0.0))
+            return jnp.where(mem, 0.0, weighted).sum(), jnp.where(mem, 0, hits).sum(), g, g_ref
 
-            (loss, hits), grads = accumulate(
-                value_and_grads, {**batch, "y": labels}, self.grad_accum, rng
-            )
-            return loss, global_sum(hits, axis) / count, mean_grads(grads, axis)
-
-        loss, accuracy, g = gradient(jnp.where(memory, -1, batch["y"]))
-        _, _, g_ref = gradient(jnp.where(memory, batch["y"], -1))  # 0 while memory is empty
+        loss, hits, g, g_ref = accumulate(
+            both_gradients, {**batch, "weight": weight}, self.grad_accum, rng
+        )
+        g, g_ref = mean_grads(g, axis), mean_grads(g_ref, axis)  # g_ref 0 while memory is empty
+        accuracy = global_sum(hits, axis) / count(current)
         dot = _vdot(g, g_ref)
         scale = jnp.where(dot < 0, dot / jnp.maximum(_vdot(g_ref, g_ref), 1e-20), 0.0)
         g = _tree(lambda a, r: a - scale * r, g, g_ref)

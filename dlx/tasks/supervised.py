@@ -129,6 +129,11 @@ class Classify(Task):
             out = jnp.where(batch["allowed"], out, NEG)
         return out
 
+    @property
+    def has_penalty(self) -> bool:
+        """Does `penalty` return a term (EWC here; SI's subclass)?"""
+        return self.ewc_lambda > 0
+
     def penalty(self, params: Any, extra: Any) -> jax.Array | None:
         if self.ewc_lambda <= 0:
             return None
@@ -156,7 +161,7 @@ class Classify(Task):
             return jax.value_and_grad(objective, has_aux=True)(state.params, part, key)
 
         (_, (data, hits, reg)), grads = accumulate(value_and_grads, batch, n, rng)
-        if n > 1 and self.penalty(state.params, state.extra) is not None:  # once per update
+        if n > 1 and self.has_penalty:  # the penalty once per update, not per micro-batch
             reg, reg_grads = jax.value_and_grad(self.penalty)(state.params, state.extra)
             grads = jax.tree_util.tree_map(jnp.add, grads, reg_grads)
         grads = mean_grads(grads, axis)
