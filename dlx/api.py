@@ -96,7 +96,8 @@ class Model:
             model = getattr(self.task, "model", None)
             if model is None:
                 raise TypeError(f"a {self.task.name} run has no predict(); see dlx sample")
-            self._fn = jax.jit(lambda p, b: apply_model(model, p, b))
+            model_state = self._run.state.model_state
+            self._fn = jax.jit(lambda p, b: apply_model(model, p, b, model_state=model_state)[0])
         n, out = len(x), []
         size = max(1, min(batch_size, n))
         for idx, mask in eval_batches(n, size):

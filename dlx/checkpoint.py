@@ -77,6 +77,8 @@ def _pytree(state: Any) -> dict:
     }
     if jax.tree_util.tree_leaves(state.extra):  # only tasks that carry some (EWC)
         tree["extra"] = state.extra
+    if jax.tree_util.tree_leaves(state.model_state):  # only models with some (BatchNorm)
+        tree["model_state"] = state.model_state
     return tree
 
 

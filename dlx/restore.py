@@ -90,7 +90,15 @@ class LoadedRun:
 
     @property
     def model(self) -> Any:
-        return getattr(self.setup.task, "model", None)
+        """The task's Flax module; a model with state besides its params (BatchNorm
+        statistics) comes bound to this checkpoint's, so `model.apply({"params": p}, x)`
+        evaluates it as trained."""
+        from dlx.tasks.supervised import with_model_state
+
+        model = getattr(self.setup.task, "model", None)
+        if model is None or not self.state.model_state:
+            return model
+        return with_model_state(model, self.state.model_state)
 
 
 def _import_from_launch_dir(run_dir: Path) -> None:

@@ -15,10 +15,10 @@ def _next_logits_fn(apply_fn: Any) -> Any:
     import jax
 
     @jax.jit
-    def next_logits(params: Any, window: jax.Array, pos: jax.Array) -> jax.Array:
+    def next_logits(variables: Any, window: jax.Array, pos: jax.Array) -> jax.Array:
         # Causal attention: the logits at `pos` see only tokens 0..pos, so the zero padding
         # after it changes nothing, and one compiled shape serves every step.
-        return apply_fn({"params": params}, window, train=False)[0, pos]
+        return apply_fn(variables, window, train=False)[0, pos]
 
     return next_logits
 
@@ -95,6 +95,7 @@ def sample(
     import jax.numpy as jnp
 
     from dlx.data.text import SPECIAL, encode
+    from dlx.training.step import variables
 
     run = load(path, kind) if isinstance(path, (str, Path)) else path
     if is_gan(run):
@@ -118,7 +119,7 @@ def sample(
         ctx = ids[-length:]
         window[:] = 0
         window[0, : len(ctx)] = ctx
-        logits = np.asarray(next_logits(run.state.params, jnp.asarray(window), len(ctx) - 1))
+        logits = np.asarray(next_logits(variables(run.state), jnp.asarray(window), len(ctx) - 1))
         ids.append(pick(logits, temperature, top_k, rng, banned=tuple(range(len(SPECIAL)))))
     generated = "".join(vocab[i] for i in ids[len(ids) - tokens :])
     return prompt + generated

@@ -111,7 +111,7 @@ def read_resume(run_dir: Path, state: Any, host: dict | None = None) -> tuple[An
     try:
         state, meta = ckpt.restore(state, "latest", host=host)
         start = LoopState.from_meta(meta, None)
-        start.best, start.best_params, start.best_unsaved = _resume_best(ckpt, state, start)
+        start.best, start.best_weights, start.best_unsaved = _resume_best(ckpt, state, start)
     finally:
         ckpt.close()
     return state, start, meta
@@ -120,21 +120,22 @@ def read_resume(run_dir: Path, state: Any, host: dict | None = None) -> tuple[An
 def _resume_best(ckpt: Any, state: Any, start: LoopState) -> tuple[dict, Any, bool]:
     """The best record and params, always from one and the same checkpoint, so that a run
     killed between its `latest` and `best` commits (or with a corrupt `best`) resumes with a
-    best whose weights, step and value agree: (best, params, needs saving as `best`)."""
+    best whose weights, step and value agree: (best, its weights, needs saving as `best`)."""
     import logging
 
     from dlx.errors import UserError
     from dlx.training.parallel import to_host
+    from dlx.training.step import weights
 
     log = logging.getLogger("dlx")
     step = start.best.get("step")
     if step is not None and step in ckpt.steps("best"):
         try:
-            return start.best, to_host(ckpt.restore(state, "best", step)[0].params), False
+            return start.best, to_host(weights(ckpt.restore(state, "best", step)[0])), False
         except UserError as err:
             log.warning("%s", err)
     if step is not None and step == start.step:  # latest is that very step: same weights
-        return start.best, to_host(state.params), True
+        return start.best, to_host(weights(state)), True
     for other in sorted(ckpt.steps("best"), reverse=True):  # an older best, with its own meta
         try:
             best_state, meta = ckpt.restore(state, "best", other)
@@ -145,7 +146,7 @@ def _resume_best(ckpt: Any, state: Any, start: LoopState) -> tuple[dict, Any, bo
             log.warning(
                 "best checkpoint of step %s is missing; using the one of step %s", step, other
             )
-            return dict(meta["best"]), to_host(best_state.params), False
+            return dict(meta["best"]), to_host(weights(best_state)), False
     if step is not None:
         log.warning(
             "no readable best checkpoint (step %s): the best is chosen again from the next eval",

@@ -87,6 +87,34 @@ def main(out: Path, steps: int, strategies: list[str]) -> None:
             }
     (out / "continual.json").write_text(json.dumps(continual))
 
+    # BatchNorm (model state besides params): sharded computes the global batch's
+    # statistics, as one device does; pmap each device's, averaged after every step.
+    norm = {}
+    for name in strategies:
+        overrides = [
+            "recipe=digits",
+            "model.norm=batch",
+            "model.dropout=0.0",
+            f"parallel={name}",
+            "trainer.max_steps=12",
+            "trainer.log_every=1",
+            "data.batch_size=64",
+            "trainer.progress=none",
+            f"outputs.dir={out / 'norm' / name}",
+        ]
+        run_dir, summary = train(compose(overrides), overrides)
+        state = _restore(run_dir)
+        norm[name] = {
+            "parallel": summary["parallel"],
+            "losses": [
+                r["train/loss"]
+                for r in read_metrics(run_dir / "metrics.jsonl")
+                if "train/loss" in r
+            ],
+            "stats": [np.asarray(a).tolist() for a in jax.tree_util.tree_leaves(state.model_state)],
+        }
+    (out / "norm.json").write_text(json.dumps(norm))
+
 
 def _restore(run_dir: Path):
     """The run's latest checkpoint as a single-device state."""

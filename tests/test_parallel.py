@@ -82,6 +82,26 @@ def test_continual_runs_give_the_same_numbers_on_8_devices(runs: Path, strategy:
         np.testing.assert_allclose(other["R"], single["R"], atol=0.02)
 
 
+def test_batchnorm_statistics_on_8_devices(runs: Path) -> None:
+    """sharded: the global batch's statistics, so the same losses and running averages as
+    one device; pmap: per-device statistics (a different normalisation, so only close),
+    averaged over the devices after each step."""
+    report = json.loads((runs / "norm.json").read_text())
+    single = report["single"]
+    assert len(single["losses"]) == 12 and len(single["stats"]) == 4  # 2 BatchNorms x mean, var
+    for name in ("sharded", "pmap"):
+        assert "8" in report[name]["parallel"], report[name]["parallel"]
+    sharded = report["sharded"]
+    np.testing.assert_allclose(sharded["losses"], single["losses"], rtol=1e-5, atol=1e-6)
+    for a, b in zip(sharded["stats"], single["stats"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    pmap = report["pmap"]
+    assert pmap["losses"][-1] < pmap["losses"][0]
+    np.testing.assert_allclose(pmap["losses"][0], single["losses"][0], rtol=1e-2)
+    for a, b in zip(pmap["stats"], single["stats"], strict=True):  # means ~equal; vars close
+        np.testing.assert_allclose(a, b, rtol=0.1, atol=0.05)
+
+
 def test_eval_counts_every_example_once_on_any_device_count(runs: Path) -> None:
     counts = json.loads((runs / "counts.json").read_text())
     assert len(counts) == 12 and set(counts.values()) == {29}

@@ -30,10 +30,11 @@ def _summary(run: Path) -> dict:
 
 
 def _params(run: Path) -> list[np.ndarray]:
+    """The latest checkpoint's params and model state (BatchNorm statistics), as arrays."""
     from dlx.restore import load_run
 
-    params = load_run(run, kind="latest").state.params
-    return [np.asarray(p) for p in jax.tree_util.tree_leaves(params)]
+    state = load_run(run, kind="latest").state
+    return [np.asarray(p) for p in jax.tree_util.tree_leaves((state.params, state.model_state))]
 
 
 def _train_losses(run: Path) -> list[tuple[int, float]]:
@@ -47,7 +48,8 @@ def _train_losses(run: Path) -> list[tuple[int, float]]:
 def test_sigterm_checkpoints_and_resume_is_exact(cli, tmp_path: Path, cache_dir: Path) -> None:
     # 800 steps: long enough to be interrupted. One device in both processes: exactness is
     # about resuming; across device counts XLA may sum in another order (float rounding).
-    args = [*BASE, "trainer.epochs=20", "parallel=single"]
+    # BatchNorm: the running statistics (model state, not params) must survive it too.
+    args = [*BASE, "trainer.epochs=20", "parallel=single", "model.norm=batch"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlx", "train", *args, f"outputs.dir={tmp_path / 'cut'}"],
         stdout=subprocess.PIPE,
@@ -82,6 +84,9 @@ def test_sigterm_checkpoints_and_resume_is_exact(cli, tmp_path: Path, cache_dir:
     whole = cli("train", *args, f"outputs.dir={tmp_path / 'whole'}")
     assert whole.exit_code == 0, whole.output
     (ref,) = _run_dirs(tmp_path / "whole")
+    # 10 params (2 conv kernels, 2 BatchNorms' scale and bias, 2 dense kernels and biases)
+    # and 4 running statistics (2 BatchNorms' mean and var)
+    assert len(_params(ref)) == 14
     for a, b in zip(_params(run), _params(ref), strict=True):
         np.testing.assert_array_equal(a, b)  # bit-identical
     # Same per-step losses, each step logged exactly once across the interruption.

@@ -96,8 +96,10 @@ def _predict_fn() -> Any:
     if _PREDICT is None:
         import jax
 
+        from dlx.training.step import variables
+
         def predict(state: Any, x: Any) -> Any:
-            return state.apply_fn({"params": state.params}, x, train=False).argmax(-1)
+            return state.apply_fn(variables(state), x, train=False).argmax(-1)
 
         _PREDICT = jax.jit(predict)
     return _PREDICT

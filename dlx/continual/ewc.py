@@ -22,6 +22,7 @@ NEG = -1e9  # logit of a class the head mask rules out
 def _fisher_chunk(
     apply_fn: Any,
     params: Any,
+    model_state: Any,
     x: jax.Array,
     allowed: jax.Array,
     weight: jax.Array,
@@ -31,11 +32,11 @@ def _fisher_chunk(
     """Sum over the chunk of weight * (d log p(y|x) / d params)^2, y sampled from the model."""
 
     def log_prob(p: Any, xi: jax.Array, yi: jax.Array) -> jax.Array:
-        logits = apply_fn({"params": p}, xi[None], train=False)[0]
+        logits = apply_fn({"params": p, **model_state}, xi[None], train=False)[0]
         logits = jnp.where(allowed, logits, NEG)
         return jax.nn.log_softmax(logits)[yi]
 
-    logits = apply_fn({"params": params}, x, train=False)
+    logits = apply_fn({"params": params, **model_state}, x, train=False)
     y = jax.random.categorical(jax.random.fold_in(rng, start), jnp.where(allowed, logits, NEG))
     grads = jax.vmap(jax.grad(log_prob), in_axes=(None, 0, 0))(params, x, y)
     return jax.tree_util.tree_map(
@@ -50,6 +51,7 @@ def fisher_diagonal(
     allowed: np.ndarray,
     rng: jax.Array,
     chunk: int = 32,
+    model_state: Any = None,
 ) -> Any:
     """E_x E_{y ~ p(.|x)} [(d log p(y|x) / d params)^2]: the diagonal of the (true) Fisher,
     estimated with one sampled label per example of `x` (labels from the model, not the data:
@@ -63,7 +65,9 @@ def fisher_diagonal(
         weight[: len(xb)] = 1.0
         if len(xb) < chunk:  # pad: one compiled shape, padded rows weigh 0
             xb = np.concatenate([xb, np.zeros((chunk - len(xb), *xb.shape[1:]), xb.dtype)])
-        part = _fisher_chunk(apply_fn, params, xb, allowed, weight, rng, np.int32(start))
+        part = _fisher_chunk(
+            apply_fn, params, model_state or {}, xb, allowed, weight, rng, np.int32(start)
+        )
         total = part if total is None else _add(total, part)
     return _scale(total, 1.0 / max(n, 1))
 

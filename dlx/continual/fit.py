@@ -297,6 +297,7 @@ class StreamFit:
             x,
             self.stream.allowed[t],
             jax.random.fold_in(jax.random.PRNGKey(int(setup.cfg.seed) + 1), t),
+            model_state=host.model_state,
         )
         penalty = ewc.consolidate(host.extra["ewc"], fisher, host.params)
         return strategy.place(host.replace(extra={**host.extra, "ewc": penalty}))

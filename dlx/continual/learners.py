@@ -33,6 +33,7 @@ from dlx.training.step import (
     TrainState,
     accumulate,
     apply_gradients,
+    averaged_model_state,
     global_sum,
     masked_loss_and_hits,
     mean_grads,
@@ -51,14 +52,20 @@ class LwF(Classify):
 
     def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
         state = super().init(rng, example, tx)
-        outputs = int(jax.eval_shape(lambda: self.logits(state.params, example)).shape[-1])
-        teacher = {"params": state.params, "old": jnp.zeros(outputs, bool)}
+        shape = jax.eval_shape(lambda: self.logits(state.params, example, state.model_state))
+        outputs = int(shape.shape[-1])
+        teacher = {
+            "params": state.params,
+            "model_state": state.model_state,
+            "old": jnp.zeros(outputs, bool),
+        }
         return state.replace(extra={**state.extra, "lwf": teacher})
 
     def batch_term(self, logits: jax.Array, batch: dict, extra: Any) -> jax.Array | None:
-        teacher, old = extra["lwf"]["params"], extra["lwf"]["old"]
+        lwf = extra["lwf"]
+        teacher, old = lwf["params"], lwf["old"]
         target = jax.lax.stop_gradient(
-            apply_model(self.model, teacher, batch, None, self.precision)
+            apply_model(self.model, teacher, batch, None, self.precision, lwf["model_state"])[0]
         )
         t = self.temperature
         p = jax.nn.softmax(jnp.where(old, target / t, NEG), axis=-1)
@@ -71,7 +78,11 @@ class LwF(Classify):
     def end_task(self, state: TrainState, outputs: np.ndarray) -> TrainState:
         """The finished task's model becomes the teacher; its outputs join the old ones."""
         lwf = state.extra["lwf"]
-        teacher = {"params": state.params, "old": jnp.logical_or(lwf["old"], outputs)}
+        teacher = {
+            "params": state.params,
+            "model_state": state.model_state,
+            "old": jnp.logical_or(lwf["old"], outputs),
+        }
         return state.replace(extra={**state.extra, "lwf": teacher})
 
 
@@ -144,19 +155,22 @@ class AGEM(Classify):
             """One forward pass, two backward passes: the current rows' gradient and the
             memory rows' (each row's loss weighted into its own part's mean)."""
 
-            def losses(params: Any) -> tuple[jax.Array, jax.Array]:
-                loss, hits, _ = masked_loss_and_hits(self.logits(params, part, key), part["y"])
-                return loss * part["weight"], hits
+            def losses(params: Any) -> tuple[jax.Array, tuple]:
+                logits, model_state = self.forward(params, part, key, state.model_state)
+                loss, hits, _ = masked_loss_and_hits(logits, part["y"])
+                return loss * part["weight"], (hits, model_state)
 
-            weighted, backward, hits = jax.vjp(losses, state.params, has_aux=True)
+            weighted, backward, (hits, model_state) = jax.vjp(losses, state.params, has_aux=True)
             mem = part["replay"]
             (g,) = backward(jnp.where(mem, 0.0, 1.0))
             (g_ref,) = backward(jnp.where(mem, 1.0, 0.0))
-            return jnp.where(mem, 0.0, weighted).sum(), jnp.where(mem, 0, hits).sum(), g, g_ref
+            loss, hits = jnp.where(mem, 0.0, weighted).sum(), jnp.where(mem, 0, hits).sum()
+            return loss, hits, g, g_ref, model_state
 
-        loss, hits, g, g_ref = accumulate(
+        loss, hits, g, g_ref, model_state = accumulate(
             both_gradients, {**batch, "weight": weight}, self.grad_accum, rng
         )
+        state = state.replace(model_state=averaged_model_state(model_state, self.grad_accum, axis))
         g, g_ref = mean_grads(g, axis), mean_grads(g_ref, axis)  # g_ref 0 while memory is empty
         accuracy = global_sum(hits, axis) / count(current)
         dot = _vdot(g, g_ref)

@@ -31,6 +31,7 @@ from dlx.training.step import (
     TrainState,
     accumulate,
     apply_gradients,
+    averaged_model_state,
     example_mask,
     global_sum,
     masked_loss_and_hits,
@@ -55,26 +56,70 @@ MODEL_INPUTS = ("lengths",)
 
 
 def apply_model(
-    model: Any, params: Any, batch: dict, rng: Any = None, precision: str = "fp32"
-) -> jax.Array:
-    """The model on a batch: train mode (dropout from `rng`) when `rng` is given; extra
-    inputs the data carries (`lengths` of padded sequences) by keyword.
+    model: Any,
+    params: Any,
+    batch: dict,
+    rng: Any = None,
+    precision: str = "fp32",
+    model_state: Any = None,
+) -> tuple[jax.Array, Any]:
+    """The model on a batch: (output, model state after it). Train mode (dropout from `rng`)
+    when `rng` is given; extra inputs the data carries (`lengths` of padded sequences) by
+    keyword.
+
+    `model_state`: the variable collections besides "params" (BatchNorm's `batch_stats`).
+    In train mode they are mutable and come back updated; in eval mode they are read only
+    and come back as given. Without any, the program is the params-only apply.
 
     precision=bf16: params and floating inputs cast to bfloat16 here, so any Flax model runs
     in bf16 without being written for it; the output comes back as float32, so the loss, its
     reduction and the metrics are float32, and so are the gradients of the float32 params.
+    The model state is not cast (running statistics stay float32).
     """
-    train = rng is not None
+    train, state = rng is not None, model_state or {}
     x, extra = batch["x"], {k: batch[k] for k in MODEL_INPUTS if k in batch}
     rngs = {"dropout": rng} if train else {}
-    if precision == "fp32":
-        return model.apply({"params": params}, x, train=train, rngs=rngs, **extra)
-    params, x, extra = to_compute((params, x, extra), precision)
-    out = model.apply({"params": params}, x, train=train, rngs=rngs, **extra)
-    return out.astype(jnp.float32)
+    if precision != "fp32":
+        params, x, extra = to_compute((params, x, extra), precision)
+    variables = {"params": params, **state}
+    if train and state:
+        out, updated = model.apply(
+            variables, x, train=True, rngs=rngs, mutable=list(state), **extra
+        )
+        state = {**state, **updated}
+    else:
+        out = model.apply(variables, x, train=train, rngs=rngs, **extra)
+    return (out if precision == "fp32" else out.astype(jnp.float32)), state
 
 
-def init_params(model: Any, rng: Any, example: dict) -> Any:
+# Collections `init` returns that are not model state: sown values for inspection
+# (`dlx explain` asks for them explicitly), recomputed by every call that wants them.
+NOT_STATE = ("params", "intermediates")
+
+
+class _WithModelState:
+    """A Flax module whose non-parameter collections are fixed to given values: its `apply`
+    adds them to the variables it is called with; every other attribute is the module's."""
+
+    def __init__(self, module: Any, model_state: dict) -> None:
+        self._module, self._model_state = module, model_state
+
+    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._module.apply({**self._model_state, **variables}, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+def with_model_state(module: Any, model_state: dict) -> Any:
+    """`module` with its running statistics (`model_state`) bound for eval-mode calls, so
+    code written for params-only models (`dlx explain`'s methods) evaluates it as trained."""
+    return _WithModelState(module, model_state) if model_state else module
+
+
+def init_variables(model: Any, rng: Any, example: dict) -> tuple[Any, dict]:
+    """The model's initial (params, model state); the state holds every collection but
+    params and sown intermediates (BatchNorm's batch_stats, a user's own counters)."""
     extra = {k: example[k] for k in MODEL_INPUTS if k in example}
     takes = parameters(type(model).__call__)
     for key in extra:
@@ -87,13 +132,15 @@ def init_params(model: Any, rng: Any, example: dict) -> Any:
             )
     init = jax.jit(lambda r, x, kw: model.init(r, x, **kw))
     try:
-        return init(rng, example["x"], extra)["params"]
+        variables = dict(init(rng, example["x"], extra))
     except (ValueError, TypeError) as err:  # settings that do not fit together or the data
         raise UserError(
             f"cannot build model {type(model).__name__} on this data: {first_line(err)}",
             hint="check the model.* settings (`dlx show`) against the data's shape; "
             "--debug shows where it failed",
         ) from err
+    state = {k: v for k, v in variables.items() if k not in NOT_STATE}
+    return variables["params"], state
 
 
 def device_mean(x: Any, axis: str | None) -> Any:
@@ -112,22 +159,30 @@ class Classify(Task):
 
     def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
         init_rng, dropout_rng = jax.random.split(rng)
-        params = init_params(self.model, init_rng, example)
+        params, model_state = init_variables(self.model, init_rng, example)
         extra = None
         if self.ewc_lambda > 0:
             from dlx.continual.ewc import empty_penalty
 
             extra = {"ewc": empty_penalty(params)}
-        return TrainState.create(self.model.apply, params, tx, dropout_rng, extra)
+        return TrainState.create(self.model.apply, params, tx, dropout_rng, extra, model_state)
 
-    def logits(self, params: Any, batch: dict, rng: Any = None) -> jax.Array:
+    def forward(
+        self, params: Any, batch: dict, rng: Any = None, model_state: Any = None
+    ) -> tuple[jax.Array, Any]:
+        """(logits, model state after them): train mode (augmentation, dropout, batch
+        statistics updated) when `rng` is given."""
         if rng is not None and self.augment:  # train mode; off: the program is unchanged
             rng, key = jax.random.split(rng)
             batch = {**batch, "x": self.augment(batch["x"], key)}
-        out = apply_model(self.model, params, batch, rng, self.precision)
+        out, model_state = apply_model(self.model, params, batch, rng, self.precision, model_state)
         if "allowed" in batch:  # head mask: only this example's task's classes
             out = jnp.where(batch["allowed"], out, NEG)
-        return out
+        return out, model_state
+
+    def logits(self, params: Any, batch: dict, model_state: Any = None) -> jax.Array:
+        """Eval-mode logits (the running statistics read, not updated)."""
+        return self.forward(params, batch, None, model_state)[0]
 
     @property
     def has_penalty(self) -> bool:
@@ -148,19 +203,20 @@ class Classify(Task):
         count = jnp.maximum(global_sum((y >= 0).sum().astype(jnp.float32), axis), 1.0)
 
         def objective(params: Any, part: dict, key: Any) -> tuple[jax.Array, tuple]:
-            logits = self.logits(params, part, key)
+            logits, model_state = self.forward(params, part, key, state.model_state)
             loss, hits, _ = masked_loss_and_hits(logits, part["y"])
             data = shard_mean(loss.sum(), count, axis)
             more = self.batch_term(logits, part, state.extra)  # per example, like the loss
             if more is not None:
                 data = data + shard_mean(more.sum(), count, axis)
             reg = self.penalty(params, state.extra) if n == 1 else None
-            return (data if reg is None else data + reg), (data, hits.sum(), reg)
+            return (data if reg is None else data + reg), (data, hits.sum(), reg, model_state)
 
         def value_and_grads(part: dict, key: Any) -> tuple:
             return jax.value_and_grad(objective, has_aux=True)(state.params, part, key)
 
-        (_, (data, hits, reg)), grads = accumulate(value_and_grads, batch, n, rng)
+        (_, (data, hits, reg, model_state)), grads = accumulate(value_and_grads, batch, n, rng)
+        state = state.replace(model_state=averaged_model_state(model_state, n, axis))
         if n > 1 and self.has_penalty:  # the penalty once per update, not per micro-batch
             reg, reg_grads = jax.value_and_grad(self.penalty)(state.params, state.extra)
             grads = jax.tree_util.tree_map(jnp.add, grads, reg_grads)
@@ -186,7 +242,8 @@ class Classify(Task):
         return apply_gradients(state, grads)
 
     def eval_step(self, state: TrainState, batch: dict, axis: str | None) -> dict:
-        loss, hits, valid = masked_loss_and_hits(self.logits(state.params, batch), batch["y"])
+        logits = self.logits(state.params, batch, state.model_state)
+        loss, hits, valid = masked_loss_and_hits(logits, batch["y"])
         m = example_mask(batch["mask"], batch["y"])
         sums = {
             "loss_sum": (loss * m).sum(),
@@ -245,12 +302,15 @@ class Regress(Task):
 
     def init(self, rng: Any, example: dict, tx: Any) -> TrainState:
         init_rng, dropout_rng = jax.random.split(rng)
-        params = init_params(self.model, init_rng, example)
-        return TrainState.create(self.model.apply, params, tx, dropout_rng)
+        params, model_state = init_variables(self.model, init_rng, example)
+        return TrainState.create(self.model.apply, params, tx, dropout_rng, None, model_state)
 
-    def predict(self, params: Any, batch: dict, rng: Any = None) -> jax.Array:
-        out = apply_model(self.model, params, batch, rng, self.precision)
-        return out.reshape(out.shape[0], -1)
+    def predict(
+        self, params: Any, batch: dict, rng: Any = None, model_state: Any = None
+    ) -> tuple[jax.Array, Any]:
+        """(predictions (B, k), model state after them); train mode when `rng` is given."""
+        out, model_state = apply_model(self.model, params, batch, rng, self.precision, model_state)
+        return out.reshape(out.shape[0], -1), model_state
 
     def train_step(self, state: TrainState, batch: dict, axis: str | None) -> tuple[Any, dict]:
         rng = step_rng(state, axis)
@@ -258,13 +318,17 @@ class Regress(Task):
 
         def objective(params: Any, part: dict, key: Any) -> tuple[jax.Array, jax.Array]:
             y = part["y"].reshape(part["y"].shape[0], -1)
-            err = self.predict(params, part, key) - y
-            return shard_mean(jnp.square(err).sum(), count, axis), jnp.abs(err).sum()
+            out, model_state = self.predict(params, part, key, state.model_state)
+            err = out - y
+            return shard_mean(jnp.square(err).sum(), count, axis), (jnp.abs(err).sum(), model_state)
 
         def value_and_grads(part: dict, key: Any) -> tuple:
             return jax.value_and_grad(objective, has_aux=True)(state.params, part, key)
 
-        (mse, abs_sum), grads = accumulate(value_and_grads, batch, self.grad_accum, rng)
+        (mse, (abs_sum, model_state)), grads = accumulate(
+            value_and_grads, batch, self.grad_accum, rng
+        )
+        state = state.replace(model_state=averaged_model_state(model_state, self.grad_accum, axis))
         grads = mean_grads(grads, axis)
         metrics = {
             "loss": device_mean(mse, axis),
@@ -276,7 +340,7 @@ class Regress(Task):
     def eval_step(self, state: TrainState, batch: dict, axis: str | None) -> dict:
         y = batch["y"].reshape(batch["y"].shape[0], -1)
         m = example_mask(batch["mask"], y)
-        err = (self.predict(state.params, batch) - y) * m
+        err = (self.predict(state.params, batch, None, state.model_state)[0] - y) * m
         sums = {
             "sse": jnp.square(err).sum(),
             "sae": jnp.abs(err).sum(),

@@ -14,6 +14,7 @@ from typing import Any
 
 from dlx.setup import Setup, check_batches, standard_steps
 from dlx.training.loop import LoopState, Phase, evaluate, train_loop
+from dlx.training.step import with_weights
 
 
 def eval_rows(data: Any) -> int:
@@ -22,8 +23,9 @@ def eval_rows(data: Any) -> int:
     return max(len(data.x_val), len(data.x_test))
 
 
-def init_from(path: str, params: Any) -> Any:
-    """Best params of another run, checked name by name against this model's."""
+def init_from(path: str, state: Any) -> Any:
+    """`state` with the best weights (params and model state, e.g. BatchNorm statistics) of
+    another run, checked name by name against this model's."""
     import jax
 
     from dlx.checkpoint import compare_shapes
@@ -35,13 +37,14 @@ def init_from(path: str, params: Any) -> Any:
         flat = jax.tree_util.tree_flatten_with_path(tree)[0]
         return {jax.tree_util.keystr(p): tuple(v.shape) for p, v in flat}
 
-    compare_shapes(
-        shapes(other.state.params),
-        shapes(params),
-        f"init_from={path}",
-        "fine-tune a model with the same architecture (model.* settings)",
-    )
-    return other.state.params
+    for part in ("params", "model_state"):
+        compare_shapes(
+            shapes(getattr(other.state, part)),
+            shapes(getattr(state, part)),
+            f"init_from={path}",
+            "fine-tune a model with the same architecture (model.* settings)",
+        )
+    return state.replace(params=other.state.params, model_state=other.state.model_state)
 
 
 class StandardFit:
@@ -52,7 +55,7 @@ class StandardFit:
         check_batches(setup, int(setup.cfg.data.batch_size))
         state = setup.init_state()
         if setup.cfg.init_from and resume_dir is None:
-            state = state.replace(params=init_from(setup.cfg.init_from, state.params))
+            state = init_from(setup.cfg.init_from, state)
         if resume_dir is None:
             return state, None, None
         from dlx.session import read_resume
@@ -127,8 +130,8 @@ def test(setup: Setup, result: Any, session: Any) -> None:
     """Test metrics on the best params by the val metric (the final ones if no eval ran)."""
     strategy = setup.strategy
     state, tested = result.state, "final"
-    if result.loop.best_params is not None:
-        best = strategy.unreplicate(result.state).replace(params=result.loop.best_params)
+    if result.loop.best_weights is not None:
+        best = with_weights(strategy.unreplicate(result.state), result.loop.best_weights)
         state, tested = strategy.place(best), f"best (step {result.loop.best.get('step')})"
     arrays = setup.task.host_batch(setup.data.arrays("test"))
     bs = setup.cfg.data.eval_batch_size

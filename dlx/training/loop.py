@@ -34,7 +34,7 @@ from dlx.data.prefetch import prefetched
 from dlx.errors import UserError
 from dlx.track.console import epoch_line
 from dlx.training.parallel import Strategy, to_host
-from dlx.training.step import TrainState
+from dlx.training.step import TrainState, weights
 
 SHORT = {"accuracy": "acc"}  # names on the console line
 
@@ -45,7 +45,9 @@ class LoopState:
 
     step: int = 0
     best: dict[str, Any] = field(default_factory=dict)  # best_metric value, step, epoch
-    best_params: Any = None  # host copy, kept on every process (test eval is collective)
+    # (params, model state) of the best eval: a host copy, kept on every process (test
+    # eval is collective)
+    best_weights: Any = None
     stale_evals: int = 0  # evals since the early-stopping metric last improved
     stop_best: float | None = None  # best value of the early-stopping metric
     best_unsaved: bool = False  # resumed with best = latest's weights: write `best` first
@@ -60,11 +62,11 @@ class LoopState:
         }
 
     @classmethod
-    def from_meta(cls, meta: dict, best_params: Any) -> LoopState:
+    def from_meta(cls, meta: dict, best_weights: Any) -> LoopState:
         return cls(
             step=int(meta["step"]),
             best=dict(meta.get("best") or {}),
-            best_params=best_params,
+            best_weights=best_weights,
             stale_evals=int(meta.get("stale_evals", 0)),
             stop_best=meta.get("stop_best"),
         )
@@ -357,7 +359,7 @@ def train_loop(
         )
         if improved:
             loop.best = {tr.best_metric: value, "step": loop.step, "epoch": epoch}
-            loop.best_params = to_host(strategy.unreplicate(res.state).params)
+            loop.best_weights = to_host(weights(strategy.unreplicate(res.state)))
         watched = rec.get(stop_metric)
         if watched is not None and _improved(watched, loop.stop_best, stop_mode):
             loop.stop_best, loop.stale_evals = watched, 0

@@ -32,10 +32,12 @@ PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}  # trainer.precision ->
 class TrainState(flax.struct.PyTreeNode):
     """Everything a step changes. apply_fn/tx are static: they are code, not data.
 
-    `extra` holds arrays a task carries from step to step besides params and optimizer
-    state (the EWC penalty of a continual run); it is placed, checkpointed and restored with
-    the rest. `tx` is whatever the task's step uses: one optax transformation for supervised
-    tasks, a pair for a GAN.
+    `model_state` holds the model's variable collections other than "params" (BatchNorm's
+    `batch_stats`): updated by the train step's forward pass, not by the optimizer, and read
+    by eval. `extra` holds arrays a task carries from step to step besides params and
+    optimizer state (the EWC penalty of a continual run). Both are placed, checkpointed and
+    restored with the rest. `tx` is whatever the task's step uses: one optax transformation
+    for supervised tasks, a pair for a GAN.
     """
 
     step: jax.Array
@@ -43,6 +45,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
     rng: jax.Array  # base key; each step folds in its step number (resume-safe dropout)
     extra: Any = flax.struct.field(default_factory=dict)
+    model_state: Any = flax.struct.field(default_factory=dict)
     apply_fn: Any = flax.struct.field(pytree_node=False, default=None)
     tx: Any = flax.struct.field(pytree_node=False, default=None)
 
@@ -54,6 +57,7 @@ class TrainState(flax.struct.PyTreeNode):
         tx: optax.GradientTransformation,
         rng: jax.Array,
         extra: Any = None,
+        model_state: Any = None,
     ) -> TrainState:
         return cls(
             step=jnp.zeros((), jnp.int32),
@@ -61,9 +65,36 @@ class TrainState(flax.struct.PyTreeNode):
             opt_state=tx.init(params),
             rng=rng,
             extra={} if extra is None else extra,
+            model_state={} if model_state is None else model_state,
             apply_fn=apply_fn,
             tx=tx,
         )
+
+
+def variables(state: TrainState) -> dict:
+    """The model's variables for `module.apply`: params plus the other collections."""
+    return {"params": state.params, **state.model_state}
+
+
+def weights(state: TrainState) -> tuple[Any, Any]:
+    """What defines the trained model (a run's best): params and model state."""
+    return state.params, state.model_state
+
+
+def with_weights(state: TrainState, saved: tuple[Any, Any]) -> TrainState:
+    """`state` carrying the `weights` of another (the best) state."""
+    params, model_state = saved
+    return state.replace(params=params, model_state=model_state)
+
+
+def averaged_model_state(new: Any, n: int, axis: str | None) -> Any:
+    """The model state after a step: the mean of the `n` micro-batches' updates (`accumulate`
+    sums them; each started from the same state, so for running averages the mean is the
+    update by the mean of their batch statistics), and under pmap the mean over devices, so
+    every replica keeps the same statistics (under jit the batch axis is already global)."""
+    if n > 1:
+        new = jax.tree_util.tree_map(lambda x: (x / n).astype(x.dtype), new)
+    return new if axis is None else jax.lax.pmean(new, axis)
 
 
 def step_rng(state: TrainState, axis: str | None) -> jax.Array:
