@@ -196,6 +196,7 @@ def test_permuted_stream_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
         (["continual.tasks=3"], "cannot split 10 classes"),
         (["data.batch_size=400"], "fewer than data.batch_size=400"),
         (["continual.replay_per_batch=0"], "must be positive"),
+        (["continual.strategy=gdumb", "continual.replay_size=20"], "GDumb.s memory holds 20"),
         (["init_from=/elsewhere"], "init_from= is not supported for continual runs"),
         (["trainer.grad_accum=7"], "cannot be split into trainer.grad_accum=7"),
     ],
@@ -339,3 +340,60 @@ def jax_leaves(tree: object) -> list:
     import jax
 
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_gdumb_memory_is_greedy_class_balanced_and_bounded() -> None:
+    from dlx.continual.gdumb import class_balanced_memories
+
+    y = np.repeat(np.arange(6), [300, 300, 50, 300, 300, 300])  # class 2 is rare
+    tasks = [np.flatnonzero(np.isin(y, g)) for g in ([0, 1], [2, 3], [4, 5])]
+    memories = class_balanced_memories(tasks, y, 240, seed=0)
+    sizes = [len(rows) for _, rows in memories]
+    assert sizes == [240, 240, 240]  # full from the first task on, never over
+    counts = [np.bincount(y[rows], minlength=6) for _, rows in memories]
+    np.testing.assert_array_equal(counts[0], [120, 120, 0, 0, 0, 0])
+    # Task 1: the share is 240 / 4 = 60; class 2 keeps all 50 of its examples, class 3 its
+    # 60, each joining by evicting from the largest class (0 and 1 in turn).
+    np.testing.assert_array_equal(counts[1], [65, 65, 50, 60, 0, 0])
+    np.testing.assert_array_equal(counts[2], [40, 40, 40, 40, 40, 40])  # 240 / 6 each
+    for t, (task_ids, rows) in enumerate(memories):
+        assert len(set(rows.tolist())) == len(rows)  # no example twice
+        assert set(task_ids.tolist()) <= set(range(t + 1))
+        np.testing.assert_array_equal(np.isin(rows, tasks[1]), task_ids == 1)  # ids match rows
+    again = class_balanced_memories(tasks, y, 240, seed=0)  # a resumed run rebuilds it
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(memories, again, strict=True))
+    other = class_balanced_memories(tasks, y, 240, seed=1)
+    assert not np.array_equal(memories[2][1], other[2][1])
+
+
+def test_gdumb_trains_a_fresh_model_on_its_memory_after_each_task(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """One step per task at a constant lr: Adam's first step moves each weight by at most
+    lr, so the final params lie within lr of the initial ones only if the last task started
+    from scratch (naive fine-tuning, the same run otherwise, moves them further)."""
+    import jax
+
+    from dlx.restore import load_run
+
+    lr = 0.01
+    extra = ("continual.max_steps_per_task=1", "schedule=constant", f"optim.lr={lr}")
+    moved = {}
+    for strategy in ("gdumb", "naive"):
+        run_dir, summary = _run(
+            _overrides(
+                tmp_path / strategy, f"continual.strategy={strategy}", *extra,
+                "continual.replay_size=90",
+            )
+        )  # fmt: skip
+        assert summary["status"] == "finished"
+        run = load_run(run_dir, kind="latest")
+        start = jax.tree_util.tree_leaves(run.setup.init_state().params)
+        final = jax.tree_util.tree_leaves(run.state.params)
+        moved[strategy] = max(float(np.abs(a - b).max()) for a, b in zip(start, final, strict=True))
+        report = json.loads((run_dir / "continual.json").read_text())
+        examples = [t["train_examples"] for t in report["tasks"]]
+        if strategy == "gdumb":
+            assert examples == [90, 90, 90]  # the memory, not the task's examples
+    assert 0 < moved["gdumb"] <= lr * (1 + 1e-5)
+    assert moved["naive"] > lr * 1.5

@@ -108,3 +108,40 @@ def test_negative_labels_are_ignored_by_loss_and_accuracy() -> None:
     assert float(hits2.sum()) == float(hits.sum())
     counted = jnp.where(ignored, logits, noise)
     assert float(masked_loss_and_hits(counted, labels)[0].sum()) != pytest.approx(float(loss.sum()))
+
+
+def test_label_smoothing_is_optax_smoothed_cross_entropy_over_the_allowed_classes() -> None:
+    import optax
+
+    from dlx.tasks.supervised import NEG
+    from dlx.training.step import masked_loss_and_hits
+
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(6, 5)).astype(np.float32))
+    labels = jnp.asarray([0, 1, 2, 3, 4, -1])  # the last is padding
+    plain, _, _ = masked_loss_and_hits(logits, labels)
+    smoothed, _, valid = masked_loss_and_hits(logits, labels, 0.1)
+    target = optax.smooth_labels(jax.nn.one_hot(jnp.maximum(labels, 0), 5), 0.1)
+    want = optax.softmax_cross_entropy(logits, target) * valid
+    np.testing.assert_allclose(smoothed, want, rtol=1e-6)
+    assert float(smoothed[-1]) == 0.0 and not np.allclose(smoothed[:5], plain[:5])
+    # A head mask (task-incremental): the uniform part covers the 2 allowed classes only.
+    masked = jnp.where(jnp.arange(5) < 2, logits, NEG)
+    got, _, _ = masked_loss_and_hits(masked, jnp.asarray([0, 1, 1, 0, 1, 0]), 0.2)
+    target2 = optax.smooth_labels(jax.nn.one_hot(jnp.asarray([0, 1, 1, 0, 1, 0]), 2), 0.2)
+    np.testing.assert_allclose(got, optax.softmax_cross_entropy(logits[:, :2], target2), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["task.label_smoothing=1.5"], "task.label_smoothing must be a number in [0, 1)"),
+        (["+task.smoothing=0.1"], "no setting 'task.smoothing'"),
+        (["task=regress", "+task.label_smoothing=0.1"], "task=regress has no setting"),
+    ],
+)
+def test_bad_task_settings_are_one_clear_error(cli, tmp_path, extra, message) -> None:
+    result = cli("train", "recipe=digits", "trainer.max_steps=1", *extra,
+                 f"outputs.dir={tmp_path}")  # fmt: skip
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not any(tmp_path.iterdir())

@@ -11,7 +11,7 @@ from dlx.errors import UserError, suggest
 
 STREAMS = ("split", "permuted")
 SCENARIOS = ("class", "task")
-STRATEGIES = ("naive", "replay", "ewc", "lwf", "si", "agem")
+STRATEGIES = ("naive", "replay", "ewc", "lwf", "si", "agem", "gdumb")
 MEMORY = ("replay", "agem")  # strategies with a replay buffer
 EVAL_SPLITS = ("test", "val")
 

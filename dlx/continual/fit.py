@@ -53,12 +53,21 @@ class StreamFit:
             batch = int(cfg.data.batch_size)
             self.stream = build_stream(self.ccfg, data, cfg.seed, batch)
             c = self.ccfg
+            self.memories = None
+            if c.strategy == "gdumb":
+                self.memories = gdumb_memories(self.stream, c.replay_size, int(cfg.seed), batch)
             self.steps = [
-                total_steps(len(t.train_idx), batch, c.epochs_per_task, c.max_steps_per_task)
-                for t in self.stream.tasks
+                total_steps(self.examples(t), batch, c.epochs_per_task, c.max_steps_per_task)
+                for t in range(len(self.stream.tasks))
             ]
             if cfg.trainer.max_steps is not None:
                 self.steps = _spend(self.steps, int(cfg.trainer.max_steps))
+
+    def examples(self, t: int) -> int:
+        """How many examples task t trains on: its own, or GDumb's memory after it."""
+        if self.memories is not None:
+            return len(self.memories[t][1])
+        return len(self.stream.tasks[t].train_idx)
 
     def schedule_steps(self, cfg: Any, data: Any) -> int:
         """One optimizer for every task (one compiled step); its state and schedule restart
@@ -146,10 +155,13 @@ class StreamFit:
             # To train.log only: the console shows one line per task (per epoch of it), the
             # loop's, labelled with the task (see `phase`).
             session.console.note(
-                f"task {t + 1}/{len(tasks)} ({tasks[t].name}): {len(tasks[t].train_idx)} "
-                f"examples, {self.steps[t]} steps" + (" (resumed)" if mid_task else "")
+                f"task {t + 1}/{len(tasks)} ({tasks[t].name}): {self.examples(t)} "
+                f"examples{' in memory' if self.memories else ''}, {self.steps[t]} steps"
+                + (" (resumed)" if mid_task else "")
             )
-            if not mid_task:  # each task starts with a fresh optimizer state
+            if not mid_task and self.memories is not None:  # GDumb: a model from scratch
+                state = fresh_model(setup, state)
+            elif not mid_task:  # each task starts with a fresh optimizer state
                 state = fresh_optimizer(state, strategy)
             phase = self.phase(setup, session, t, offset)
             t_start = time.perf_counter()
@@ -196,7 +208,7 @@ class StreamFit:
         last step (with EWC consolidation before it), its position in each checkpoint."""
         cfg, c, task = setup.cfg, self.ccfg, setup.task
         return Phase(
-            examples=len(self.stream.tasks[t].train_idx),
+            examples=self.examples(t),
             batch_size=int(cfg.data.batch_size),
             total=self.steps[t],
             make_batch=lambda rows, epoch: self.batch(setup, t, rows, epoch),
@@ -223,6 +235,10 @@ class StreamFit:
         """Task t's examples at `rows` with their head mask; replay adds buffer examples
         (and offers the task's examples to the buffer, once: in the first epoch)."""
         stream = self.stream
+        if self.memories is not None:  # GDumb: the memory's rows, each with its own task's
+            x, y, row_tasks = memory_batch(stream, *self.memories[t], rows)
+            batch = setup.task.host_batch({"x": x, "y": y})
+            return {**batch, "allowed": stream.allowed[row_tasks]}
         x, y = stream.train_batch(t, rows)
         allowed = self._task_mask(t, len(y))
         if self.buffer is not None:
@@ -263,7 +279,7 @@ class StreamFit:
             {
                 "name": task.name,
                 "classes": list(task.classes),
-                "train_examples": len(task.train_idx),
+                "train_examples": self.examples(t),
                 "eval_examples": len(task.eval_idx),
                 "steps": self.steps[t],
                 "eval_time_s": time.perf_counter() - t_eval,
@@ -373,6 +389,45 @@ class StreamFit:
                 }
             },
         )
+
+
+def fresh_model(setup: Setup, state: Any) -> Any:
+    """GDumb's restart: the model's initial params (and model state) and a new optimizer
+    state, at `state`'s step (the schedule, checkpoints and dropout keys go on from it)."""
+    host = setup.strategy.unreplicate(state)
+    first = setup.init_state()
+    return setup.strategy.place(first.replace(step=host.step, rng=host.rng, extra=host.extra))
+
+
+def gdumb_memories(stream: Any, capacity: int, seed: int, batch_size: int) -> list[tuple]:
+    """GDumb's memory after each task (dlx/continual/gdumb.py); it must fill a batch."""
+    from dlx.continual.gdumb import class_balanced_memories
+
+    rows = [task.train_idx for task in stream.tasks]
+    memories = class_balanced_memories(rows, stream.y_train, capacity, seed)
+    if len(memories[0][1]) < batch_size:
+        raise UserError(
+            f"GDumb's memory holds {len(memories[0][1])} examples after the first task, "
+            f"fewer than data.batch_size={batch_size}",
+            hint=f"raise continual.replay_size (the memory's size) to at least {batch_size}, "
+            "or lower data.batch_size",
+        )
+    return memories
+
+
+def memory_batch(
+    stream: Any, task_ids: np.ndarray, memory_rows: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The memory entries at `rows`: images (each through its own task's permutation),
+    labels and task ids."""
+    from dlx.continual.stream import permute
+
+    idx, tasks = memory_rows[rows], task_ids[rows]
+    x = stream.x_train[idx]
+    for t in np.unique(tasks):
+        if stream.tasks[t].perm is not None:
+            x[tasks == t] = permute(x[tasks == t], stream.tasks[t].perm)
+    return x, stream.y_train[idx], tasks
 
 
 def fresh_optimizer(state: Any, strategy: Any) -> Any:

@@ -157,7 +157,7 @@ class AGEM(Classify):
 
             def losses(params: Any) -> tuple[jax.Array, tuple]:
                 logits, model_state = self.forward(params, part, key, state.model_state)
-                loss, hits, _ = masked_loss_and_hits(logits, part["y"])
+                loss, hits, _ = masked_loss_and_hits(logits, part["y"], self.label_smoothing)
                 return loss * part["weight"], (hits, model_state)
 
             weighted, backward, (hits, model_state) = jax.vjp(losses, state.params, has_aux=True)

@@ -21,6 +21,7 @@ def _supervised(cls: type) -> Callable[[Mapping[str, Any], Any, Any], Task]:
 
         model = build_model(_plain(cfg.model), data.num_classes, tuple(data.input_shape))
         numerics = step_settings(cfg)
+        numerics.update(loss_settings(cls, settings))
         augment = augment_from(cfg)
         if augment:
             if cls is not Classify:
@@ -41,6 +42,32 @@ def _supervised(cls: type) -> Callable[[Mapping[str, Any], Any, Any], Task]:
         return cls(model, **numerics)
 
     return build
+
+
+# task.* settings each supervised task takes (beyond `name`)
+LOSS_SETTINGS = {"classify": ("label_smoothing",), "lm": ("label_smoothing",), "regress": ()}
+
+
+def loss_settings(cls: type, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The task.* settings of a supervised task, checked: unknown keys and a label smoothing
+    outside [0, 1) are UserErrors."""
+    known = LOSS_SETTINGS[cls.name]
+    for key, value in settings.items():
+        if key not in known and not (key == "label_smoothing" and value == 0):  # task=auto's
+            raise UserError(
+                f"task={cls.name} has no setting 'task.{key}'.{suggest(key, known)}",
+                hint=f"its settings: {', '.join(known) or 'none'}",
+            )
+    out: dict[str, Any] = {}
+    if "label_smoothing" in known and "label_smoothing" in settings:
+        value = settings["label_smoothing"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise UserError(
+                f"task.label_smoothing must be a number in [0, 1), got {value!r}",
+                hint="e.g. task.label_smoothing=0.1",
+            )
+        out["label_smoothing"] = float(value)
+    return out
 
 
 def step_settings(cfg: Any) -> dict[str, Any]:

@@ -154,6 +154,7 @@ class Classify(Task):
     precision: str = "fp32"  # trainer.precision: the model's compute dtype
     grad_accum: int = 1  # trainer.grad_accum: micro-batches per update
     augment: Augment = NO_AUGMENT  # augment.*: image augmentation in train steps only
+    label_smoothing: float = 0.0  # task.label_smoothing: train loss only (eval: plain CE)
     metrics: ClassVar[tuple[str, ...] | None] = ("loss", "accuracy", "count")
     name: ClassVar[str] = "classify"
 
@@ -204,7 +205,7 @@ class Classify(Task):
 
         def objective(params: Any, part: dict, key: Any) -> tuple[jax.Array, tuple]:
             logits, model_state = self.forward(params, part, key, state.model_state)
-            loss, hits, _ = masked_loss_and_hits(logits, part["y"])
+            loss, hits, _ = masked_loss_and_hits(logits, part["y"], self.label_smoothing)
             data = shard_mean(loss.sum(), count, axis)
             more = self.batch_term(logits, part, state.extra)  # per example, like the loss
             if more is not None:

@@ -129,14 +129,25 @@ def apply_gradients(state: TrainState, grads: Any, **changes: Any) -> TrainState
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, **changes)
 
 
-def masked_loss_and_hits(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, ...]:
+def masked_loss_and_hits(
+    logits: jax.Array, labels: jax.Array, smoothing: float = 0.0
+) -> tuple[jax.Array, ...]:
     """Per-label cross-entropy and hits, and which labels count (labels < 0 are ignored).
 
-    Works for one label per example (B,) and one per position (B, T) alike.
+    Works for one label per example (B,) and one per position (B, T) alike. `smoothing` > 0
+    (task.label_smoothing, Szegedy et al. 2016): the target is (1 - e) one-hot + e uniform
+    over the classes the logits allow (a head mask's ruled-out classes, at NEG, excluded), so
+    the loss is (1 - e) CE + e * mean over allowed classes of -log p. 0: plain CE, the same
+    program as without it.
     """
     valid = labels >= 0
     safe = jnp.where(valid, labels, 0)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+    if smoothing:
+        log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        allowed = logits > -1e8  # NEG (-1e9) marks classes a head mask rules out
+        uniform = -jnp.sum(jnp.where(allowed, log_p, 0.0), -1) / allowed.sum(-1)
+        loss = (1.0 - smoothing) * loss + smoothing * uniform
     hits = logits.argmax(-1) == safe
     return loss * valid, hits * valid, valid.astype(jnp.float32)
 
