@@ -20,7 +20,7 @@ train: $(STAMP)
 	$(BIN)/dlx train $(ARGS)
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # tests/test_report.py loads `dlx report` pages in headless Chromium (Debian's package; the
 # playwright package drives it, its own browser download is never used). Installed once when

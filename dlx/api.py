@@ -97,7 +97,13 @@ class Model:
             if model is None:
                 raise TypeError(f"a {self.task.name} run has no predict(); see dlx sample")
             model_state = self._run.state.model_state
-            self._fn = jax.jit(lambda p, b: apply_model(model, p, b, model_state=model_state)[0])
+            if hasattr(self.task, "logits"):  # classifiers, LMs: as their eval step scores
+                task = self.task
+                self._fn = jax.jit(lambda p, b: task.logits(p, b, model_state))
+            else:
+                self._fn = jax.jit(
+                    lambda p, b: apply_model(model, p, b, model_state=model_state)[0]
+                )
         n, out = len(x), []
         size = max(1, min(batch_size, n))
         for idx, mask in eval_batches(n, size):

@@ -84,3 +84,28 @@ def test_settings_that_cannot_apply_are_refused(cli, tmp_path) -> None:
         out = cli("train", *args, "trainer.max_steps=1", f"outputs.dir={tmp_path}")
         assert out.exit_code == 2 and needle in " ".join(out.output.split()), out.output
         assert not any(tmp_path.iterdir())
+
+
+def test_eval_flip_scores_the_mean_probabilities_of_image_and_mirror() -> None:
+    import optax
+
+    from dlx.models.cnn import CNN
+    from dlx.tasks import Classify
+    from dlx.tasks.supervised import apply_model
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
+    b = {"x": x, "y": rng.integers(0, 3, 16).astype(np.int32), "mask": np.ones(16, bool)}
+    model = CNN(num_classes=3, features=(4,), dense=8, dropout=0.0)
+    plain, tta = Classify(model), Classify(model, augment=Augment(eval_flip=True))
+    state = plain.init(jax.random.key(0), b, optax.sgd(0.1))
+    p = jax.nn.softmax(apply_model(model, state.params, b)[0])
+    p_mirror = jax.nn.softmax(apply_model(model, state.params, {"x": x[:, :, ::-1]})[0])
+    got = jax.nn.softmax(tta.logits(state.params, b))
+    np.testing.assert_allclose(got, (p + p_mirror) / 2, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(got, p, atol=1e-3)  # the mirror really counted
+    hits = int(tta.eval_step(state, b, None)["correct"])
+    assert hits == int(((p + p_mirror).argmax(-1) == b["y"]).sum())
+    # Train steps are untouched by it: the same loss as without.
+    (_, m1), (_, m2) = plain.train_step(state, b, None), tta.train_step(state, b, None)
+    assert float(m1["loss"]) == float(m2["loss"])

@@ -77,32 +77,33 @@ def per_class_metrics(cm: np.ndarray) -> dict[str, Any]:
 # ---- model side (jax) -------------------------------------------------------------------
 
 
-def predictions(state: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """argmax predictions for every example, in order (fixed batch shape; padding dropped)."""
+def predictions(task: Any, state: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """argmax predictions for every example, in order (fixed batch shape; padding dropped),
+    from the task's eval-mode logits: the same numbers its eval step scores (running
+    statistics, test-time augmentation)."""
     from dlx.data import eval_batches
 
-    fn = _predict_fn()
     out = []
     for idx, mask in eval_batches(len(x), batch_size):
-        out.append(np.asarray(fn(state, x[idx]))[mask])
+        out.append(np.asarray(_predict(task, state, x[idx]))[mask])
     return np.concatenate(out) if out else np.zeros((0,), np.int64)
 
 
-_PREDICT: Any = None
+def _predict(task: Any, state: Any, x: Any) -> Any:
+    import jax
 
-
-def _predict_fn() -> Any:
     global _PREDICT
     if _PREDICT is None:
-        import jax
+        _PREDICT = jax.jit(
+            lambda task, state, x: task.logits(state.params, {"x": x}, state.model_state).argmax(
+                -1
+            ),
+            static_argnums=0,
+        )
+    return _PREDICT(task, state, x)
 
-        from dlx.training.step import variables
 
-        def predict(state: Any, x: Any) -> Any:
-            return state.apply_fn(variables(state), x, train=False).argmax(-1)
-
-        _PREDICT = jax.jit(predict)
-    return _PREDICT
+_PREDICT: Any = None
 
 
 # ---- the command --------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def run_eval(
     per_class: list[dict[str, Any]] = []
     try:
         if task == "classify":
-            pred = predictions(state, x, strategy.eval_batch_size(batch, len(x)))
+            pred = predictions(loaded.task, state, x, strategy.eval_batch_size(batch, len(x)))
             cm = confusion_matrix(y, pred, data.num_classes)
             report = per_class_metrics(cm)
             per_class = report["per_class"]

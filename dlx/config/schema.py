@@ -35,6 +35,7 @@ class AugmentConfig:
     flip: bool = False
     crop: int = 0
     cutout: int = 0
+    eval_flip: bool = False
 
 
 @dataclass

@@ -23,7 +23,7 @@ def _supervised(cls: type) -> Callable[[Mapping[str, Any], Any, Any], Task]:
         numerics = step_settings(cfg)
         numerics.update(loss_settings(cls, settings))
         augment = augment_from(cfg)
-        if augment:
+        if augment.active:
             if cls is not Classify:
                 raise UserError(
                     f"augment.* is for image classifiers; this run's task is {cls.name}",

@@ -1,5 +1,6 @@
 """Image augmentation inside the jitted train step: `augment.flip`, `augment.crop`,
-`augment.cutout`.
+`augment.cutout`; and at eval time `augment.eval_flip` (the mean of the class probabilities
+of each image and its mirror: test-time augmentation, see `Classify.logits`).
 
 Done on the device, per example, from the step's own rng (split off the dropout key), so:
 - it costs no host time and no input-pipeline thread, and works the same under every
@@ -30,13 +31,22 @@ class Augment:
     flip: bool = False  # mirror left-right with probability 1/2 (not for digits or text)
     crop: int = 0  # pad k pixels on each side (edge values), crop back at a random offset
     cutout: int = 0  # zero (= the mean, after standardising) a random s x s square
+    # Test-time augmentation: evaluation (val, test, dlx eval, dlx.load) scores the mean of
+    # the class probabilities of each image and its mirror.
+    eval_flip: bool = False
 
     def __bool__(self) -> bool:
+        """Any train-time augmentation? (Off: the train step's program is unchanged.)"""
         return bool(self.flip or self.crop or self.cutout)
+
+    @property
+    def active(self) -> bool:
+        """Any augmentation at all, at train or at eval time."""
+        return bool(self) or self.eval_flip
 
     def check(self, input_shape: tuple[int, ...]) -> None:
         """Refuse settings that cannot apply to these examples, before anything compiles."""
-        if not self:
+        if not self.active:
             return
         if len(input_shape) != 3:
             raise UserError(
@@ -82,4 +92,5 @@ def augment_from(cfg: Any) -> Augment:
         flip=bool(section.get("flip", False)),
         crop=int(section.get("crop", 0)),
         cutout=int(section.get("cutout", 0)),
+        eval_flip=bool(section.get("eval_flip", False)),
     )

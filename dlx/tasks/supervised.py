@@ -182,8 +182,20 @@ class Classify(Task):
         return out, model_state
 
     def logits(self, params: Any, batch: dict, model_state: Any = None) -> jax.Array:
-        """Eval-mode logits (the running statistics read, not updated)."""
-        return self.forward(params, batch, None, model_state)[0]
+        """Eval-mode logits (the running statistics read, not updated). With
+        augment.eval_flip, the log of the mean of the image's and its mirror's class
+        probabilities (log-probabilities are logits of the same distribution)."""
+        out = self.forward(params, batch, None, model_state)[0]
+        if not self.augment.eval_flip:
+            return out
+        mirror = {**batch, "x": batch["x"][:, :, ::-1, :]}
+        both = jnp.stack(
+            [
+                jax.nn.log_softmax(out, axis=-1),
+                jax.nn.log_softmax(self.forward(params, mirror, None, model_state)[0], axis=-1),
+            ]
+        )
+        return jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)
 
     @property
     def has_penalty(self) -> bool:
