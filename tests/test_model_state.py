@@ -78,8 +78,11 @@ def test_dlx_eval_and_explain_see_the_running_statistics(bn_run: Path, cli) -> N
     from dlx.restore import load_run
 
     run = load_run(bn_run, kind="best")  # explain's model: bound to the statistics
-    logits = run.model.apply({"params": run.state.params}, run.data.x_test[:8], train=False)
-    assert np.asarray(logits).shape == (8, 10)
+    x = run.data.x_test[:8]
+    logits = run.model.apply({"params": run.state.params}, x, train=False)
+    module = run.setup.task.model
+    want = module.apply({"params": run.state.params, **run.state.model_state}, x)
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(want))
 
 
 def test_grad_accum_averages_the_micro_batches_statistics(tmp_path: Path) -> None:
